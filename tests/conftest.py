@@ -1,0 +1,36 @@
+"""Shared fixtures.
+
+``shared_data`` is the folder of real data beside the project (``../shared/data``). Tests that need it skip when
+it is absent, except when ``SCRATCHLLM_REQUIRE_SHARED_DATA=1`` (set by ``.ci/run``), where absence is a failure so
+that no test can skip unseen in CI.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+
+
+def shared_data_dir() -> Path:
+    """Return ``../shared/data`` or skip (fail under CI) when it is missing."""
+    if SHARED_DATA.is_dir():
+        return SHARED_DATA
+    message = f"shared data folder {SHARED_DATA} is absent"
+    if os.environ.get("SCRATCHLLM_REQUIRE_SHARED_DATA") == "1":
+        pytest.fail(message + " (required under .ci/run)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    return shared_data_dir()
+
+
+@pytest.fixture(scope="session")
+def gpt2_tokenizer_dir(shared_data: Path) -> Path:
+    return shared_data / "gpt2-tokenizer"
