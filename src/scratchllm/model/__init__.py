@@ -1,0 +1,39 @@
+"""The GPT model and its attention layers."""
+
+from __future__ import annotations
+
+from scratchllm.model.attention import (
+    CausalAttention,
+    KVCache,
+    MultiHeadAttention,
+    MultiHeadAttentionWrapper,
+    SelfAttention,
+    SimplifiedSelfAttention,
+    simplified_self_attention,
+)
+from scratchllm.model.gpt import (
+    GELU,
+    FeedForward,
+    GPTModel,
+    LayerNorm,
+    ModelSummary,
+    TransformerBlock,
+    model_summary,
+)
+
+__all__ = [
+    "GELU",
+    "CausalAttention",
+    "FeedForward",
+    "GPTModel",
+    "KVCache",
+    "LayerNorm",
+    "ModelSummary",
+    "MultiHeadAttention",
+    "MultiHeadAttentionWrapper",
+    "SelfAttention",
+    "SimplifiedSelfAttention",
+    "TransformerBlock",
+    "model_summary",
+    "simplified_self_attention",
+]

@@ -1,0 +1,243 @@
+"""Self-attention, from the textbook version to the fused fast path, side by side.
+
+Read top to bottom, each class adds one idea to the previous one:
+
+1. :func:`simplified_self_attention` - no weights: each token's output is an average of all tokens, weighted by
+   the softmax of dot products. Shows *what* attention computes.
+2. :class:`SelfAttention` - trainable query/key/value projections and the ``1/sqrt(d_k)`` scale, so the model
+   learns *which* similarities matter and the softmax does not saturate as the width grows.
+3. :class:`CausalAttention` - a mask hides future tokens (a language model must not peek at what it predicts)
+   and dropout regularises the attention weights.
+4. :class:`MultiHeadAttentionWrapper` - several causal heads run independently and their outputs are
+   concatenated; easy to read, slow (one small matmul per head).
+5. :class:`MultiHeadAttention` - the same maths fused: one QKV projection, a reshape that splits heads, one
+   batched matmul, and an output projection. ``use_sdpa=True`` (what :class:`~scratchllm.model.GPTModel` uses)
+   calls :func:`torch.nn.functional.scaled_dot_product_attention`, which picks a fused kernel (flash attention
+   on GPU, a blocked kernel on CPU) and never materialises the full ``T x T`` matrix when it does not have to.
+   It also reads and writes a :class:`KVCache` layer during generation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+# ------------------------------------------------------------------------------------------ 1. no weights
+def simplified_self_attention(x: Tensor) -> Tensor:
+    """Attention without trainable weights: ``softmax(x x^T) x``.
+
+    Every output row is a weighted average of all input rows, the weights being how similar (dot product) the
+    two tokens' embeddings are. ``x`` is ``[T, d]`` or ``[B, T, d]``.
+    """
+    scores = x @ x.transpose(-2, -1)
+    weights = torch.softmax(scores, dim=-1)
+    return weights @ x
+
+
+class SimplifiedSelfAttention(nn.Module):
+    """Module form of :func:`simplified_self_attention` (it has no parameters)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return simplified_self_attention(x)
+
+
+# ------------------------------------------------------------------------------------------ 2. trainable
+class SelfAttention(nn.Module):
+    """Scaled dot-product self-attention with trainable ``W_q``, ``W_k``, ``W_v``.
+
+    Queries ask, keys answer, values are what gets mixed. Scores are divided by ``sqrt(d_out)`` so that their
+    variance stays near 1 whatever the width, which keeps the softmax out of its flat, zero-gradient regions.
+    """
+
+    def __init__(self, d_in: int, d_out: int, qkv_bias: bool = False) -> None:
+        super().__init__()
+        self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        q, k, v = self.W_query(x), self.W_key(x), self.W_value(x)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(k.shape[-1])
+        return torch.softmax(scores, dim=-1) @ v
+
+
+# ------------------------------------------------------------------------------------------ 3. causal
+class CausalAttention(nn.Module):
+    """:class:`SelfAttention` plus a causal mask and dropout on the attention weights.
+
+    Position ``t`` may only look at positions ``<= t``: scores above the diagonal are set to ``-inf`` before the
+    softmax, so their weights are exactly zero and the remaining weights still sum to one. Dropout zeroes random
+    attention weights during training only (``model.eval()`` turns it off).
+    """
+
+    def __init__(
+        self, d_in: int, d_out: int, context_length: int, dropout: float = 0.0, qkv_bias: bool = False
+    ) -> None:
+        super().__init__()
+        self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
+        self.dropout = nn.Dropout(dropout)
+        # A buffer moves with .to(device) but is not a parameter; persistent=False keeps it out of checkpoints.
+        mask = torch.triu(torch.ones(context_length, context_length, dtype=torch.bool), diagonal=1)
+        self.register_buffer("mask", mask, persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        T = x.shape[-2]
+        q, k, v = self.W_query(x), self.W_key(x), self.W_value(x)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(k.shape[-1])
+        scores = scores.masked_fill(self.mask[:T, :T], float("-inf"))
+        weights = self.dropout(torch.softmax(scores, dim=-1))
+        return weights @ v
+
+
+# ------------------------------------------------------------------------------------------ 4. many heads
+class MultiHeadAttentionWrapper(nn.Module):
+    """``num_heads`` independent :class:`CausalAttention` heads whose outputs are concatenated.
+
+    Each head can attend to a different kind of relation. The output width is ``num_heads * d_out``.
+    """
+
+    def __init__(
+        self,
+        d_in: int,
+        d_out: int,
+        context_length: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        qkv_bias: bool = False,
+    ) -> None:
+        super().__init__()
+        self.heads = nn.ModuleList(
+            CausalAttention(d_in, d_out, context_length, dropout, qkv_bias) for _ in range(num_heads)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([head(x) for head in self.heads], dim=-1)
+
+
+# ------------------------------------------------------------------------------------------ 5. fused
+class KVCache:
+    """Preallocated keys and values for every layer, so generating a token attends to the past without
+    recomputing it.
+
+    ``k`` and ``v`` are ``[n_layers, B, n_heads, max_len, head_dim]``; positions ``[0, length)`` are filled.
+    ``pad`` (``[B]``) counts the left-padding slots of each row: those keys are never attended to, and a row's
+    token positions start after them, so a batch of prompts of different lengths behaves like each prompt alone.
+    The model advances ``length`` after a forward pass has written every layer.
+    """
+
+    def __init__(
+        self,
+        n_layers: int,
+        batch_size: int,
+        n_heads: int,
+        max_len: int,
+        head_dim: int,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        pad: Tensor | None = None,
+    ) -> None:
+        shape = (n_layers, batch_size, n_heads, max_len, head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.max_len = max_len
+        self.length = 0
+        self.pad = pad.to(device) if pad is not None and bool((pad > 0).any()) else None
+
+    def reset(self, pad: Tensor | None = None) -> None:
+        """Forget every position (the buffers are reused, not reallocated)."""
+        self.length = 0
+        self.pad = pad.to(self.k.device) if pad is not None and bool((pad > 0).any()) else None
+
+
+def attention_mask(q_len: int, start: int, pad: Tensor | None, device: torch.device | str) -> Tensor | None:
+    """Boolean mask ``[B or 1, 1, q_len, start + q_len]`` (True = may attend), or None when plain causal will do.
+
+    Query ``i`` sits at slot ``start + i`` and sees keys ``<= start + i``; with left padding, a real query never
+    sees a padding key (a padding query sees everything causal, so no softmax row is empty; its output is unused).
+    """
+    if pad is None and (q_len == 1 or start == 0):
+        return None  # q_len == 1: the single query sees the whole cache; start == 0: is_causal does it
+    q_pos = torch.arange(start, start + q_len, device=device)
+    k_pos = torch.arange(start + q_len, device=device)
+    mask = k_pos[None, :] <= q_pos[:, None]  # [q, k]
+    if pad is None:
+        return mask[None, None]
+    key_real = k_pos[None, :] >= pad[:, None]  # [B, k]
+    query_pad = q_pos[None, :] < pad[:, None]  # [B, q]
+    return (mask[None] & (key_real[:, None, :] | query_pad[:, :, None]))[:, None]
+
+
+class MultiHeadAttention(nn.Module):
+    """Fused causal multi-head attention: one QKV projection, split into heads, attend, project back.
+
+    Mathematically the same as :class:`MultiHeadAttentionWrapper` (heads are slices of one big projection
+    instead of separate modules); the tests prove it with copied weights. ``use_sdpa=False`` keeps the explicit
+    ``softmax(q k^T / sqrt(d)) v`` for reading; ``use_sdpa=True`` hands the same computation to PyTorch's fused
+    kernel, which is faster and uses less memory.
+
+    The projection is named ``qkv`` (rows ordered query, key, value), the output one ``out_proj``.
+    """
+
+    def __init__(
+        self,
+        d_in: int,
+        d_out: int,
+        context_length: int,
+        num_heads: int,
+        dropout: float = 0.0,
+        qkv_bias: bool = False,
+        use_sdpa: bool = True,
+    ) -> None:
+        super().__init__()
+        if d_out % num_heads != 0:
+            raise ValueError(f"d_out ({d_out}) must be divisible by num_heads ({num_heads})")
+        self.num_heads = num_heads
+        self.head_dim = d_out // num_heads
+        self.d_out = d_out
+        self.dropout = dropout
+        self.use_sdpa = use_sdpa
+        self.context_length = context_length
+        self.qkv = nn.Linear(d_in, 3 * d_out, bias=qkv_bias)
+        self.out_proj = nn.Linear(d_out, d_out)
+
+    def forward(
+        self, x: Tensor, kv_cache: KVCache | None = None, layer: int = 0, pad: Tensor | None = None
+    ) -> Tensor:
+        """``x`` ``[B, T, d_in]`` -> ``[B, T, d_out]``.
+
+        With ``kv_cache``, this call's keys/values are written at slots ``[cache.length, cache.length + T)``
+        of layer ``layer`` and the queries attend to everything cached so far. ``pad`` (``[B]``) is the left
+        padding per row when no cache is used (with a cache, the cache's own ``pad`` applies).
+        """
+        B, T, _ = x.shape
+        # [B, T, 3*d] -> [B, T, 3, H, hd] -> three [B, H, T, hd] views (no copy until the kernel needs one).
+        q, k, v = self.qkv(x).view(B, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        start = 0
+        if kv_cache is not None:
+            start = kv_cache.length
+            end = start + T
+            kv_cache.k[layer, :, :, start:end] = k
+            kv_cache.v[layer, :, :, start:end] = v
+            k = kv_cache.k[layer, :, :, :end]
+            v = kv_cache.v[layer, :, :, :end]
+            pad = kv_cache.pad
+        mask = attention_mask(T, start, pad, x.device)
+        causal = mask is None and T > 1
+        p = self.dropout if self.training else 0.0
+        if self.use_sdpa:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
+        else:
+            scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)
+            if mask is None and causal:
+                mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            weights = F.dropout(torch.softmax(scores, dim=-1), p=p, training=p > 0)
+            y = weights @ v
+        return self.out_proj(y.transpose(1, 2).reshape(B, T, self.d_out))

@@ -1,0 +1,108 @@
+"""The attention variants compute what they claim: equal weights give equal outputs, causality holds, and dropout
+acts only in training mode."""
+
+from __future__ import annotations
+
+import torch
+
+from scratchllm.model import (
+    CausalAttention,
+    MultiHeadAttention,
+    MultiHeadAttentionWrapper,
+    SelfAttention,
+    simplified_self_attention,
+)
+
+
+def test_simplified_attention_is_a_weighted_average() -> None:
+    x = torch.randn(5, 3)
+    out = simplified_self_attention(x)
+    weights = torch.softmax(x @ x.T, dim=-1)
+    assert torch.allclose(weights.sum(-1), torch.ones(5))
+    # Row 2 by hand: sum_j w_2j x_j.
+    assert torch.allclose(out[2], (weights[2, :, None] * x).sum(0), atol=1e-6)
+
+
+def test_causal_attention_without_mask_effect_on_last_row_equals_self_attention() -> None:
+    torch.manual_seed(0)
+    sa = SelfAttention(4, 6)
+    ca = CausalAttention(4, 6, context_length=8)
+    ca.load_state_dict(sa.state_dict(), strict=False)
+    x = torch.randn(2, 7, 4)
+    # The last position sees every token, so the causal mask changes nothing there.
+    assert torch.allclose(sa(x)[:, -1], ca(x)[:, -1], atol=1e-6)
+    assert not torch.allclose(sa(x)[:, 0], ca(x)[:, 0], atol=1e-3)
+
+
+def _copy_wrapper_into_fused(wrapper: MultiHeadAttentionWrapper, fused: MultiHeadAttention) -> None:
+    """Stack each head's W_q/W_k/W_v as row blocks of the fused qkv and make out_proj the identity."""
+    with torch.no_grad():
+        for part, name in enumerate(("W_query", "W_key", "W_value")):
+            w = torch.cat([getattr(h, name).weight for h in wrapper.heads], dim=0)
+            fused.qkv.weight[part * fused.d_out : (part + 1) * fused.d_out] = w
+            b = torch.cat([getattr(h, name).bias for h in wrapper.heads], dim=0)
+            fused.qkv.bias[part * fused.d_out : (part + 1) * fused.d_out] = b
+        fused.out_proj.weight.copy_(torch.eye(fused.d_out))
+        fused.out_proj.bias.zero_()
+
+
+def test_wrapper_fused_and_sdpa_agree_with_equal_weights() -> None:
+    torch.manual_seed(1)
+    d_in, head_dim, heads, T = 10, 4, 3, 9
+    wrapper = MultiHeadAttentionWrapper(d_in, head_dim, 16, heads, qkv_bias=True)
+    explicit = MultiHeadAttention(d_in, head_dim * heads, 16, heads, qkv_bias=True, use_sdpa=False)
+    _copy_wrapper_into_fused(wrapper, explicit)
+    sdpa = MultiHeadAttention(d_in, head_dim * heads, 16, heads, qkv_bias=True, use_sdpa=True)
+    sdpa.load_state_dict(explicit.state_dict())
+    x = torch.randn(2, T, d_in)
+    ref = wrapper(x)
+    assert torch.allclose(explicit(x), ref, atol=1e-5)
+    assert torch.allclose(sdpa(x), ref, atol=1e-5)
+
+
+def test_future_tokens_never_change_past_outputs() -> None:
+    torch.manual_seed(2)
+    modules = [
+        CausalAttention(8, 8, 12),
+        MultiHeadAttentionWrapper(8, 4, 12, 2),
+        MultiHeadAttention(8, 8, 12, 2, use_sdpa=False),
+        MultiHeadAttention(8, 8, 12, 2, use_sdpa=True),
+    ]
+    x = torch.randn(1, 10, 8)
+    for module in modules:
+        base = module(x)
+        for t in range(9):
+            changed = x.clone()
+            changed[:, t + 1] = torch.randn(8) * 5
+            out = module(changed)
+            assert torch.equal(out[:, : t + 1], base[:, : t + 1]) or torch.allclose(
+                out[:, : t + 1], base[:, : t + 1], atol=1e-6, rtol=0
+            ), f"{type(module).__name__}: position <= {t} changed"
+            assert not torch.allclose(out[:, t + 1], base[:, t + 1])
+
+
+def test_dropout_only_in_training_mode() -> None:
+    torch.manual_seed(3)
+    x = torch.randn(2, 6, 8)
+    for module in (
+        CausalAttention(8, 8, 6, dropout=0.5),
+        MultiHeadAttention(8, 8, 6, 2, dropout=0.5, use_sdpa=False),
+        MultiHeadAttention(8, 8, 6, 2, dropout=0.5, use_sdpa=True),
+    ):
+        module.eval()
+        assert torch.equal(module(x), module(x))
+        module.train()
+        torch.manual_seed(4)
+        a = module(x)
+        torch.manual_seed(5)
+        b = module(x)
+        assert not torch.allclose(a, b)
+        module.eval()
+        with torch.no_grad():
+            clean = module(x)
+        if isinstance(module, MultiHeadAttention):
+            module.dropout = 0.0
+        else:
+            module.dropout.p = 0.0
+        module.train()
+        assert torch.allclose(module(x), clean, atol=1e-6)  # with p=0 training mode equals eval mode
