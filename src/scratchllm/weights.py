@@ -133,10 +133,18 @@ def _json_writer(data: dict[str, Any]) -> Any:
     return lambda path: path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
-def _build(config: ModelConfig, state: dict[str, Tensor], where: str, device: str | torch.device) -> GPTModel:
+def _build(
+    config: ModelConfig,
+    state: dict[str, Tensor],
+    where: str,
+    device: str | torch.device,
+    file_name: Any = lambda name: (name, False),
+) -> GPTModel:
     """Create a model from a state dict in our names, checking every name and shape first.
 
-    The model is built on the meta device (no memory, no random init) and the checked tensors are assigned.
+    ``file_name(ours) -> (name in the file, stored transposed)`` lets messages name tensors, and give shapes,
+    as the file holds them. The model is built on the meta device (no memory, no random init) and the checked
+    tensors are assigned.
     """
     with torch.device("meta"):
         model = GPTModel(config)
@@ -144,8 +152,8 @@ def _build(config: ModelConfig, state: dict[str, Tensor], where: str, device: st
     if config.tie_embeddings:
         expected.pop("lm_head.weight", None)
         state = {k: v for k, v in state.items() if k != "lm_head.weight"}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
+    missing = sorted(file_name(k)[0] for k in set(expected) - set(state))
+    unexpected = sorted(file_name(k)[0] for k in set(state) - set(expected))
     if missing:
         raise ScratchLLMError(
             f"{where}: missing tensor(s) {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
@@ -155,9 +163,11 @@ def _build(config: ModelConfig, state: dict[str, Tensor], where: str, device: st
         raise ScratchLLMError(f"{where}: unexpected tensor(s) {', '.join(unexpected[:5])}{more}")
     for name, shape in expected.items():
         if tuple(state[name].shape) != shape:
-            raise ScratchLLMError(
-                f"{where}: tensor {name} has shape {list(state[name].shape)}, expected {list(shape)}"
-            )
+            shown, transposed = file_name(name)
+            got, want = list(state[name].shape), list(shape)
+            if transposed:
+                got, want = got[::-1], want[::-1]
+            raise ScratchLLMError(f"{where}: tensor {shown} has shape {got}, expected {want}")
     dtype = state["tok_emb.weight"].dtype
     if not dtype.is_floating_point:
         raise ScratchLLMError(f"{where}: tensor tok_emb.weight has dtype {dtype}, expected a float type")
@@ -292,31 +302,20 @@ def from_hf(folder: str | Path, device: str | torch.device = "cpu") -> GPTModel:
             raise ScratchLLMError(f"{where}: unexpected tensor {name}")
     if not config.tie_embeddings and "lm_head.weight" not in state:
         raise ScratchLLMError(f"{where}: missing tensor lm_head.weight (tie_word_embeddings is false)")
-    try:
-        return _build(config, state, str(where), device)
-    except ScratchLLMError as exc:
-        raise ScratchLLMError(_hf_message(str(exc))) from None
+    return _build(config, state, str(where), device, _hf_name)
 
 
-def _hf_message(message: str) -> str:
-    """Rename our tensor names back to Hugging Face's in an error message, so it names what is in the file."""
-    import re
-
-    ours_to_hf = {v: k for k, v in HF_TOP_NAMES.items()}
-
-    def rename(match: re.Match[str]) -> str:
-        name = match.group(0)
-        if name in ours_to_hf:
-            return "transformer." + ours_to_hf[name]
-        m = re.fullmatch(r"blocks\.(\d+)\.(.+)", name)
-        if m:
-            for hf_suffix, (ours, transposed) in HF_NAMES.items():
-                if ours == m.group(2):
-                    note = " (transposed, Conv1D)" if transposed else ""
-                    return f"transformer.h.{m.group(1)}.{hf_suffix}{note}"
-        return name
-
-    return re.sub(r"(?:blocks\.\d+\.[\w.]+|tok_emb\.weight|pos_emb\.weight|final_norm\.\w+)", rename, message)
+def _hf_name(ours: str) -> tuple[str, bool]:
+    """Our tensor name -> (Hugging Face name, stored transposed as Conv1D)."""
+    for hf_top, name in HF_TOP_NAMES.items():
+        if name == ours:
+            return "transformer." + hf_top, False
+    parts = ours.split(".", 2)
+    if parts[0] == "blocks" and len(parts) == 3:
+        for hf_suffix, (name, transposed) in HF_NAMES.items():
+            if name == parts[2]:
+                return f"transformer.h.{parts[1]}.{hf_suffix}", transposed
+    return ours, False
 
 
 def to_hf(model: GPTModel, folder: str | Path) -> Path:
