@@ -1,0 +1,1 @@
+"""Recipes: thin, readable scripts built on :mod:`scratchllm.train` (pretraining, finetuning)."""

@@ -1,0 +1,1 @@
+"""Training machinery shared by every recipe: loop, schedule, optimizer, checkpoints, logging, distributed."""
