@@ -1,0 +1,136 @@
+"""``scratchllm generate`` end to end on a tiny saved model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import scratchllm.tokenizer
+from scratchllm.cli import main
+from scratchllm.config import ModelConfig
+from scratchllm.generation import generate
+from scratchllm.model import GPTModel
+from scratchllm.weights import save_model, to_hf
+
+
+class ByteTokenizer:
+    """Stand-in tokenizer: one token per UTF-8 byte, id 256 = <|endoftext|>."""
+
+    eot_id = 256
+
+    def encode(self, text: str, allowed_special=()) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def decode_bytes(self, ids) -> bytes:
+        return bytes(i for i in ids if i < 256)
+
+    def decode(self, ids) -> str:
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+
+@pytest.fixture
+def byte_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, GPTModel]:
+    loaded: list[Path] = []
+
+    def load(folder: Path) -> ByteTokenizer:
+        loaded.append(Path(folder))
+        return ByteTokenizer()
+
+    monkeypatch.setattr(scratchllm.tokenizer, "load", load, raising=False)
+    torch.manual_seed(0)
+    model = GPTModel(ModelConfig(vocab_size=257, context_length=24, emb_dim=32, n_heads=4, n_layers=2)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, 0.3)
+    save_model(model, tmp_path / "ckpt")
+    model.loaded_tokenizers = loaded  # type: ignore[attr-defined]
+    return tmp_path / "ckpt", model
+
+
+def _expected(model: GPTModel, prompt: str, n: int, **kwargs) -> str:
+    tok = ByteTokenizer()
+    ids = generate(model, [tok.encode(prompt)], n, eos_id=tok.eot_id, **kwargs)[0]
+    return tok.decode(ids)
+
+
+def test_generate_prints_prompt_and_continuation(byte_model, capsys) -> None:
+    folder, model = byte_model
+    assert main(["generate", "--model", str(folder), "--prompt", "abc", "--max-new-tokens", "12"]) == 0
+    out = capsys.readouterr().out
+    assert out == "abc" + _expected(model, "abc", 12) + "\n"
+    assert model.loaded_tokenizers == [folder]  # no MODEL/tokenizer folder: the model folder itself
+    # Streaming, no cache and no echo print the same continuation.
+    args = ["generate", "--model", str(folder), "--prompt", "abc", "--max-new-tokens", "12"]
+    assert main([*args, "--stream", "--no-cache", "--no-echo"]) == 0
+    assert capsys.readouterr().out == _expected(model, "abc", 12) + "\n"
+
+
+def test_generate_sampling_is_reproducible_and_tokenizer_dir(byte_model, capsys, tmp_path: Path) -> None:
+    folder, model = byte_model
+    (folder / "tokenizer").mkdir()
+    args = ["generate", "--model", str(folder), "--prompt", "hi", "--max-new-tokens", "10", "--no-echo"]
+    sample = ["--temperature", "1.0", "--top-k", "40", "--top-p", "0.95", "--seed", "5"]
+    assert main([*args, *sample]) == 0
+    first = capsys.readouterr().out
+    assert main([*args, *sample]) == 0
+    assert capsys.readouterr().out == first
+    assert first == _expected(model, "hi", 10, temperature=1.0, top_k=40, top_p=0.95, seed=5) + "\n"
+    assert model.loaded_tokenizers[-1] == folder / "tokenizer"
+    assert main([*args, "--tokenizer", str(tmp_path)]) == 0
+    assert model.loaded_tokenizers[-1] == tmp_path
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--temperature", "-1"], "temperature must be >= 0"),
+        (["--top-p", "0"], "top_p must be in (0, 1]"),
+        (["--top-p", "1.5"], "top_p must be in (0, 1]"),
+        (["--top-k", "0"], "top_k must be >= 1"),
+    ],
+)
+def test_invalid_sampling_values_are_one_line_errors(byte_model, capsys, flags, message) -> None:
+    folder, _ = byte_model
+    assert main(["generate", "--model", str(folder), "--prompt", "a", *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_long_prompt_warns_or_fails(byte_model, capsys) -> None:
+    folder, model = byte_model
+    prompt = "x" * 30  # 30 tokens > context_length 24
+    args = ["generate", "--model", str(folder), "--prompt", prompt, "--max-new-tokens", "5", "--no-echo"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "only the last 24" in captured.err
+    assert captured.out == _expected(model, prompt[-24:], 5) + "\n"
+    assert main([*args, "--strict-context"]) == 2
+    assert "30 tokens, more than the model's context_length 24" in capsys.readouterr().err
+
+
+def test_missing_model_folder(byte_model, capsys, tmp_path: Path) -> None:
+    assert (
+        main(["generate", "--model", str(tmp_path / "none"), "--prompt", "a", "--tokenizer", str(tmp_path)])
+        == 2
+    )
+    assert "model folder not found" in capsys.readouterr().err
+
+
+def test_generate_hf_folder_with_real_gpt2_tokenizer(
+    tmp_path: Path, gpt2_tokenizer_dir: Path, capsys
+) -> None:
+    if not hasattr(scratchllm.tokenizer, "load"):
+        pytest.skip("scratchllm.tokenizer.load is not available yet")
+    tok = scratchllm.tokenizer.load(gpt2_tokenizer_dir)
+    torch.manual_seed(0)
+    model = GPTModel(
+        ModelConfig(vocab_size=50257, context_length=64, emb_dim=16, n_heads=2, n_layers=1)
+    ).eval()
+    to_hf(model, tmp_path / "hf")
+    args = ["generate", "--model", str(tmp_path / "hf"), "--tokenizer", str(gpt2_tokenizer_dir)]
+    assert main([*args, "--prompt", "Hello, world", "--max-new-tokens", "8", "--no-echo"]) == 0
+    ids = generate(model, [tok.encode("Hello, world")], 8, eos_id=tok.eot_id)[0]
+    assert capsys.readouterr().out == tok.decode(ids) + "\n"
