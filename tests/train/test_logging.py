@@ -1,0 +1,71 @@
+"""Metrics CSV, loss plot, progress text and the FLOPs estimate behind MFU."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from scratchllm.model import GPTModel
+from scratchllm.train.logging import (
+    MetricsLogger,
+    flops_per_token,
+    format_duration,
+    matmul_parameters,
+    progress_line,
+)
+
+
+def test_matmul_parameters_count_tied_head_once_and_skip_lookups(tiny_config):
+    tied = GPTModel(tiny_config(tie_embeddings=True))
+    untied = GPTModel(tiny_config(tie_embeddings=False))
+    pos = tied.pos_emb.weight.numel()
+    vocab_matrix = tied.tok_emb.weight.numel()
+    total_tied = sum(p.numel() for p in tied.parameters())
+    # tied: the token matrix is the LM head (a matmul) -> counted; position embedding is a lookup -> not.
+    assert matmul_parameters(tied) == total_tied - pos
+    # untied: the token embedding is only a lookup; the separate LM head is counted.
+    total_untied = sum(p.numel() for p in untied.parameters())
+    assert matmul_parameters(untied) == total_untied - pos - vocab_matrix
+    cfg = tied.config
+    expected = 6 * (total_tied - pos) + 12 * cfg.n_layers * cfg.emb_dim * cfg.context_length
+    assert flops_per_token(tied, n_layers=cfg.n_layers, emb_dim=cfg.emb_dim, context_length=16) == expected
+
+
+def test_progress_line_and_duration():
+    line = progress_line(
+        step=120, max_steps=1000, loss=3.21041, lr=5.97e-4, tokens_per_s=12345.4, mfu=0.123, eta_s=312
+    )
+    assert line == "step 120/1000 | loss 3.2104 | lr 5.97e-04 | 12,345 tok/s | MFU 12.3% | ETA 5m12s"
+    assert format_duration(3 * 3600 + 7 * 60) == "3h07m"
+    assert "MFU n/a" in progress_line(
+        step=1, max_steps=2, loss=1.0, lr=1.0, tokens_per_s=1, mfu=None, eta_s=0
+    )
+
+
+def test_csv_png_and_resume_truncation(tmp_path):
+    out = io.StringIO()
+    logger = MetricsLogger(tmp_path, stream=out)
+    for step in (1, 2, 3, 4):
+        logger.log_train(
+            {"step": step, "tokens_seen": 64 * step, "train_loss": 5.0 - step / 10}, f"step {step}"
+        )
+    logger.log_eval(
+        {"step": 2, "tokens_seen": 128, "train_loss": 4.8, "val_loss": 4.9, "val_perplexity": 134.3}
+    )
+    logger.close()
+    assert out.getvalue().splitlines() == ["step 1", "step 2", "step 3", "step 4"]
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    assert [r["kind"] for r in rows] == ["train"] * 4 + ["eval"]
+    assert rows[-1]["val_loss"] == "4.9" and rows[0]["val_loss"] == ""
+    png = (tmp_path / "loss.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 1000
+    # Resuming from step 2 drops the rows of steps 3 and 4, which the resumed run will write again.
+    MetricsLogger(tmp_path, resume_step=2).close()
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    assert [(r["kind"], r["step"]) for r in rows] == [("train", "1"), ("train", "2"), ("eval", "2")]
+
+
+def test_disabled_logger_writes_nothing(tmp_path):
+    logger = MetricsLogger(tmp_path / "run", enabled=False)
+    logger.log_train({"step": 1, "tokens_seen": 1, "train_loss": 1.0}, "x")
+    assert not (tmp_path / "run").exists()
