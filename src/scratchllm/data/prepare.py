@@ -1,0 +1,339 @@
+"""``prepare``: raw text files -> cleaned, filtered, deduplicated, tokenized shards + ``meta.json``.
+
+The pipeline, in one pass over the input and with memory that does not grow with the corpus::
+
+    main process                      worker processes (N)                  main process
+    read documents in order  --->  clean, filter, hash, tokenize  --->  drop duplicates, pick split,
+    (batches of ~1 MB)             (<|endoftext|> appended)             append to train/val shards
+
+* Batches go to workers through a bounded window of in-flight tasks (not ``Pool.imap``, whose feeder thread would
+  read the whole corpus ahead), and results come back in submission order, so the output is byte-identical for
+  any number of workers.
+* Exact duplicates are found in the main process from 16-byte hashes, which are all it keeps per document.
+* The train/val split is decided per document from its hash and the seed: deterministic, independent of order,
+  and a document never lands in both splits.
+* Everything is written into a temporary folder next to ``out_dir`` and renamed at the end, so a failure or an
+  interrupt leaves no half-written dataset behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import shutil
+import sys
+import tempfile
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scratchllm.data.clean import Filters, dedup_key, normalize_text, strip_gutenberg
+from scratchllm.data.readers import EncodingErrors, expand_inputs, read_documents
+from scratchllm.data.shards import FORMAT, FORMAT_VERSION, META_FILE, ShardWriter, file_sha256, token_dtype
+from scratchllm.errors import ScratchLLMError
+
+#: a batch sent to a worker closes when it holds this many characters (or BATCH_DOCS documents)
+BATCH_CHARS = 1 << 20
+BATCH_DOCS = 512
+FILTER_NAMES = ("min_chars", "symbol_ratio", "repeated_line_ratio")
+
+
+@dataclass(frozen=True)
+class CleanSettings:
+    """What each worker does to a document before tokenizing it."""
+
+    filters: Filters = field(default_factory=Filters)
+    strip_gutenberg: bool = False
+
+
+# ----------------------------------------------------------------------------------------------- workers
+_worker: dict[str, Any] = {}
+
+
+def _init_worker(tokenizer_dir: str, settings: CleanSettings) -> None:
+    """Load the tokenizer once per process (the GPT-2 one uses the tiktoken backend when installed)."""
+    from scratchllm.tokenizer import load
+
+    tok = load(tokenizer_dir)
+    if tok.eot_id is None:
+        raise ScratchLLMError(f"{tokenizer_dir}: tokenizer has no <|endoftext|> token to separate documents")
+    _worker.update(tok=tok, settings=settings, dtype=token_dtype(tok.vocab_size), eot=tok.eot_id)
+
+
+def _process_batch(texts: list[str]) -> list[tuple[str | None, bytes, bytes]]:
+    """For each document: (reject reason or None, dedup key, token bytes ending in <|endoftext|>)."""
+    tok = _worker["tok"]
+    settings: CleanSettings = _worker["settings"]
+    dtype, eot = _worker["dtype"], _worker["eot"]
+    out: list[tuple[str | None, bytes, bytes]] = []
+    for raw in texts:
+        text = normalize_text(raw)
+        if settings.strip_gutenberg:
+            text = strip_gutenberg(text)
+        reason = settings.filters.reject_reason(text)
+        if reason is not None:
+            out.append((reason, b"", b""))
+            continue
+        ids = tok.encode_ordinary(text)
+        ids.append(eot)
+        out.append((None, dedup_key(text), np.asarray(ids, dtype=dtype).tobytes()))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- main
+def _batches(
+    files: list[Path], text_field: str, encoding_errors: EncodingErrors, stats: list[dict[str, Any]]
+) -> Iterator[tuple[list[str], list[int], int]]:
+    """Group documents into (texts, source indices, raw bytes) batches, counting per-source documents."""
+    texts: list[str] = []
+    sources: list[int] = []
+    chars = nbytes = 0
+    for index, path in enumerate(files):
+        for doc in read_documents(path, text_field, encoding_errors):
+            texts.append(doc.text)
+            sources.append(index)
+            chars += len(doc.text)
+            nbytes += doc.nbytes
+            stats[index]["documents"] += 1
+            if chars >= BATCH_CHARS or len(texts) >= BATCH_DOCS:
+                yield texts, sources, nbytes
+                texts, sources, chars, nbytes = [], [], 0, 0
+        if stats[index]["documents"] == 0:
+            print(f"scratchllm: warning: {path}: no documents", file=sys.stderr)
+    if texts:
+        yield texts, sources, nbytes
+
+
+def _ordered_results(batches: Iterator[Any], workers: int, init_args: tuple[Any, ...]) -> Iterator[Any]:
+    """Yield ``(batch, results)`` in input order, processing in ``workers`` processes with bounded look-ahead."""
+    if workers <= 1:
+        _init_worker(*init_args)
+        for batch in batches:
+            yield batch, _process_batch(batch[0])
+        return
+    import multiprocessing as mp
+
+    # "spawn" starts clean interpreters: no inherited threads or locks (tqdm, torch), same on every OS.
+    pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=init_args)
+    pending: deque[tuple[Any, Any]] = deque()
+    try:
+        for batch in batches:
+            pending.append((batch, pool.apply_async(_process_batch, (batch[0],))))
+            if len(pending) >= 2 * workers:
+                done, result = pending.popleft()
+                yield done, result.get()
+        while pending:
+            done, result = pending.popleft()
+            yield done, result.get()
+        pool.close()
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+def _split_of(key: bytes, seed: int, val_fraction: float) -> str:
+    """``"val"`` for a hash-determined ``val_fraction`` of documents, else ``"train"``."""
+    if val_fraction <= 0:
+        return "train"
+    mixed = hashlib.blake2b(key, digest_size=8, salt=seed.to_bytes(16, "little", signed=True)).digest()
+    return "val" if int.from_bytes(mixed, "little") / 2**64 < val_fraction else "train"
+
+
+def _tokenizer_info(tokenizer_dir: Path) -> dict[str, Any]:
+    from scratchllm.tokenizer import load
+
+    tok = load(tokenizer_dir)
+    kind = getattr(tok, "kind", None) or type(tok).__name__
+    return {
+        "path": str(tokenizer_dir.resolve()),
+        "kind": str(kind),
+        "vocab_size": int(tok.vocab_size),
+        "eot_id": tok.eot_id,
+    }
+
+
+def _carve_val_from_tail(
+    folder: Path, train: dict[str, Any], val: dict[str, Any], fraction: float, dtype
+) -> None:
+    """No document was drawn for val (e.g. one big book): move the last tokens of train into a val shard.
+
+    Splitting by document cannot give a validation set from a single document, yet a loss curve needs one; the
+    tail of the last train shard is the usual answer (nanoGPT splits Shakespeare 90/10 the same way).
+    """
+    last = train["shards"][-1]
+    path = folder / last["file"]
+    tokens = np.fromfile(path, dtype=dtype)
+    take = min(max(1, math.ceil(fraction * train["tokens"])), tokens.size - 1)
+    if take < 1:
+        return
+    keep, tail = tokens[:-take], tokens[-take:]
+    keep.tofile(path)
+    last.update(tokens=int(keep.size), sha256=file_sha256(path))
+    val_path = folder / "val_000000.bin"
+    tail.tofile(val_path)
+    val["shards"] = [{"file": val_path.name, "tokens": int(tail.size), "sha256": file_sha256(val_path)}]
+    val["tokens"] = int(tail.size)
+    val["from_train_tail"] = True
+    train["tokens"] -= int(tail.size)
+
+
+def prepare(
+    inputs: Sequence[str | Path],
+    tokenizer_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    text_field: str = "text",
+    val_fraction: float = 0.005,
+    workers: int = 1,
+    shard_tokens: int = 10_000_000,
+    min_chars: int = 1,
+    max_symbol_ratio: float = 0.5,
+    max_repeated_line_ratio: float = 0.5,
+    strip_gutenberg: bool = False,
+    encoding_errors: EncodingErrors = "strict",
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Turn text files into token shards and ``meta.json`` in ``out_dir``; return the meta dictionary.
+
+    See the module docstring for the pipeline and :mod:`scratchllm.data.shards` for the output format.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ScratchLLMError(f"val_fraction: expected a number in [0, 1), got {val_fraction}")
+    if encoding_errors not in ("strict", "replace"):
+        raise ScratchLLMError(f"encoding_errors: expected 'strict' or 'replace', got {encoding_errors!r}")
+    if workers < 1:
+        raise ScratchLLMError(f"workers: expected at least 1, got {workers}")
+    out_dir = Path(out_dir)
+    tokenizer_dir = Path(tokenizer_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
+        raise ScratchLLMError(
+            f"{out_dir}: already exists and is not empty; choose another --out or pass --overwrite"
+        )
+    files = expand_inputs(inputs)
+    for path in files:
+        if path.stat().st_size == 0:
+            raise ScratchLLMError(f"{path}: file is empty")
+    info = _tokenizer_info(tokenizer_dir)
+    if info["eot_id"] is None:
+        raise ScratchLLMError(f"{tokenizer_dir}: tokenizer has no <|endoftext|> token to separate documents")
+    dtype = token_dtype(info["vocab_size"])
+    filters = Filters(min_chars, max_symbol_ratio, max_repeated_line_ratio)
+    settings = CleanSettings(filters, strip_gutenberg)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        sources = [{"path": str(p), "bytes": p.stat().st_size, "documents": 0, "kept": 0} for p in files]
+        writers = {split: ShardWriter(tmp, split, dtype, shard_tokens) for split in ("train", "val")}
+        dropped = dict.fromkeys((*FILTER_NAMES, "duplicates"), 0)
+        seen: set[bytes] = set()
+        bar = _progress_bar(sum(s["bytes"] for s in sources), progress)
+        batches = _batches(files, text_field, encoding_errors, sources)
+        for (_texts, source_ids, nbytes), results in _ordered_results(
+            batches, workers, (str(tokenizer_dir), settings)
+        ):
+            for source, (reason, key, token_bytes) in zip(source_ids, results):
+                if reason is not None:
+                    dropped[reason] += 1
+                elif key in seen:
+                    dropped["duplicates"] += 1
+                else:
+                    seen.add(key)
+                    sources[source]["kept"] += 1
+                    tokens = np.frombuffer(token_bytes, dtype=dtype)
+                    writers[_split_of(key, seed, val_fraction)].write(tokens)
+            bar.update(nbytes)
+        bar.close()
+        documents_read = sum(s["documents"] for s in sources)
+        if documents_read == 0:
+            raise ScratchLLMError(f"{', '.join(map(str, inputs))}: no documents found in the input")
+        splits = {}
+        for name, writer in writers.items():
+            splits[name] = {"tokens": writer.tokens, "documents": writer.documents, "shards": writer.close()}
+        if splits["train"]["documents"] == 0 and splits["val"]["documents"] == 0:
+            counts = ", ".join(f"{k}: {v}" for k, v in dropped.items() if v)
+            raise ScratchLLMError(
+                f"no documents left after filtering ({documents_read} read; dropped {counts}); "
+                "relax --min-chars / --max-symbol-ratio / --max-repeated-line-ratio"
+            )
+        if val_fraction > 0 and splits["val"]["tokens"] == 0:
+            _carve_val_from_tail(tmp, splits["train"], splits["val"], val_fraction, dtype)
+        meta = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "tokenizer": info,
+            "vocab_size": info["vocab_size"],
+            "eot_id": info["eot_id"],
+            "dtype": dtype.name,
+            "byte_order": "little",
+            "splits": splits,
+            "sources": sources,
+            "documents": {"read": documents_read, "kept": len(seen), "dropped": dropped},
+            "settings": {
+                "text_field": text_field,
+                "val_fraction": val_fraction,
+                "shard_tokens": shard_tokens,
+                **asdict(filters),
+                "strip_gutenberg": strip_gutenberg,
+                "encoding_errors": encoding_errors,
+                "seed": seed,
+            },
+        }
+        import json
+
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        _publish(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return meta
+
+
+def _publish(tmp: Path, out_dir: Path) -> None:
+    """Rename the finished temp folder to ``out_dir``, replacing an old one only once the new one is complete."""
+    if out_dir.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+        os.replace(out_dir, old / "previous")
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out_dir)
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: int, enabled: bool) -> Any:
+    """A tqdm bar in bytes on stderr (it shows MB/s), or a no-op."""
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1000, desc="prepare", file=sys.stderr)
+
+
+def summary(meta: dict[str, Any]) -> str:
+    """A few lines describing a prepared dataset (the CLI prints this)."""
+    docs = meta["documents"]
+    lines = [f"documents: {docs['read']} read, {docs['kept']} kept"]
+    lines += [f"  dropped by {name}: {count}" for name, count in docs["dropped"].items()]
+    for split, entry in meta["splits"].items():
+        note = " (tail of train: no document was drawn for val)" if entry.get("from_train_tail") else ""
+        lines.append(
+            f"{split}: {entry['tokens']:,} tokens, {entry['documents']} documents, "
+            f"{len(entry['shards'])} shard(s){note}"
+        )
+    lines.append(f"dtype: {meta['dtype']}, vocab_size: {meta['vocab_size']}, eot_id: {meta['eot_id']}")
+    return "\n".join(lines)

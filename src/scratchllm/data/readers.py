@@ -1,0 +1,170 @@
+"""Read documents from .txt, .jsonl and .parquet files, one at a time, naming the place of any bad input.
+
+A *document* is the unit that deduplication, filtering and the train/val split work on and that ``<|endoftext|>``
+separates: a whole ``.txt`` file, one line of a ``.jsonl`` file, one row of a ``.parquet`` file. Readers stream, so
+a corpus larger than memory is fine as long as each single document fits.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from scratchllm.errors import ScratchLLMError
+
+SUPPORTED_SUFFIXES = (".txt", ".jsonl", ".parquet")
+EncodingErrors = Literal["strict", "replace"]
+
+
+@dataclass(frozen=True)
+class Document:
+    """One document and where it came from (``where`` is ``file`` or ``file:line`` for error messages)."""
+
+    text: str
+    where: str
+    nbytes: int  # size of the raw document in its file; drives the progress bar's MB/s
+
+
+def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
+    """Turn files, folders (searched recursively) and globs into a sorted, de-duplicated list of files.
+
+    Order is deterministic (sorted within each input, inputs in the order given) so that the same command always
+    writes the same shards.
+    """
+    if not inputs:
+        raise ScratchLLMError("--input: no input files given; expected files, folders or globs")
+    files: list[Path] = []
+    for item in inputs:
+        text = str(item)
+        path = Path(text)
+        if path.is_dir():
+            found = sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES
+            )
+            if not found:
+                raise ScratchLLMError(
+                    f"{path}: folder holds no {', '.join(SUPPORTED_SUFFIXES)} files to read"
+                )
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        elif glob.has_magic(text):
+            found = sorted(Path(p) for p in glob.glob(text, recursive=True) if os.path.isfile(p))
+            if not found:
+                raise ScratchLLMError(f"{text}: the pattern matches no files")
+            files.extend(found)
+        else:
+            raise ScratchLLMError(f"{text}: no such file or folder")
+    unique = list(dict.fromkeys(p.resolve() for p in files))
+    for path in unique:
+        if path.suffix.lower() not in SUPPORTED_SUFFIXES:
+            raise ScratchLLMError(
+                f"{path}: unsupported file type {path.suffix or '(none)'!r}; "
+                f"expected one of {', '.join(SUPPORTED_SUFFIXES)}"
+            )
+    return unique
+
+
+def decode_utf8(data: bytes, where: str, errors: EncodingErrors, base_offset: int = 0) -> str:
+    """Decode UTF-8, or raise an error naming the byte offset of the first bad byte."""
+    try:
+        return data.decode("utf-8", errors=errors)
+    except UnicodeDecodeError as exc:
+        offset = base_offset + exc.start
+        raise ScratchLLMError(
+            f"{where}: invalid UTF-8 at byte offset {offset} (byte 0x{data[exc.start]:02x}); "
+            "expected UTF-8 text (pass --encoding-errors replace to substitute U+FFFD)"
+        ) from None
+
+
+def read_txt(path: Path, errors: EncodingErrors = "strict") -> Iterator[Document]:
+    """A ``.txt`` file is one document."""
+    data = path.read_bytes()
+    text = decode_utf8(data, str(path), errors)
+    if text.startswith("\ufeff"):  # a byte-order mark is not part of the text
+        text = text[1:]
+    yield Document(text, str(path), len(data))
+
+
+def read_jsonl(path: Path, text_field: str = "text", errors: EncodingErrors = "strict") -> Iterator[Document]:
+    """Each non-blank line of a ``.jsonl`` file is a JSON object whose ``text_field`` holds one document."""
+    offset = 0
+    with path.open("rb") as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            where = f"{path}:{lineno}"
+            line = decode_utf8(raw, where, errors, base_offset=offset)
+            offset += len(raw)
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ScratchLLMError(
+                    f"{where}: invalid JSON at column {exc.colno} ({exc.msg}); expected one JSON object per line"
+                ) from None
+            if not isinstance(record, dict):
+                raise ScratchLLMError(
+                    f"{where}: expected a JSON object with a {text_field!r} field, got {type(record).__name__}"
+                )
+            if text_field not in record:
+                keys = ", ".join(map(repr, list(record)[:8])) or "none"
+                raise ScratchLLMError(
+                    f"{where}: missing text field {text_field!r} (fields: {keys}); choose one with --text-field"
+                )
+            text = record[text_field]
+            if not isinstance(text, str):
+                raise ScratchLLMError(
+                    f"{where}: field {text_field!r} must be a string, got {type(text).__name__}"
+                )
+            yield Document(text, where, len(raw))
+
+
+def read_parquet(path: Path, text_field: str = "text") -> Iterator[Document]:
+    """Each row of a ``.parquet`` file is one document; the file is read in record batches, never whole."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:  # pragma: no cover - pyarrow is a dependency, but keep the message friendly
+        raise ScratchLLMError(f"{path}: reading .parquet needs pyarrow (pip install pyarrow)") from None
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise ScratchLLMError(f"{path}: not a readable parquet file ({exc})") from None
+    names = parquet.schema_arrow.names
+    if text_field not in names:
+        raise ScratchLLMError(
+            f"{path}: missing text column {text_field!r} (columns: {', '.join(names)}); choose one with --text-field"
+        )
+    row = 0
+    for batch in parquet.iter_batches(columns=[text_field], batch_size=1024):
+        for value in batch.column(0).to_pylist():
+            row += 1
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise ScratchLLMError(
+                    f"{path}: row {row}: column {text_field!r} must hold strings, got {type(value).__name__}"
+                )
+            yield Document(value, f"{path}: row {row}", len(value.encode("utf-8")))
+
+
+def read_documents(
+    path: Path, text_field: str = "text", encoding_errors: EncodingErrors = "strict"
+) -> Iterator[Document]:
+    """Dispatch on the file suffix."""
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        raise ScratchLLMError(f"{path}: no such file")
+    if suffix == ".txt":
+        return read_txt(path, encoding_errors)
+    if suffix == ".jsonl":
+        return read_jsonl(path, text_field, encoding_errors)
+    if suffix == ".parquet":
+        return read_parquet(path, text_field)
+    raise ScratchLLMError(
+        f"{path}: unsupported file type {suffix or '(none)'!r}; expected one of {', '.join(SUPPORTED_SUFFIXES)}"
+    )
