@@ -1,0 +1,118 @@
+"""Generation throughput: our KV-cached and uncached decoding vs Hugging Face ``generate``, same weights.
+
+Greedy decoding, batch 1, a random prompt of --prompt-len tokens and --new-tokens new tokens (the EOS token is
+never allowed to stop either side early: ours has no eos_id, HF gets ``min_new_tokens``). Weights are random
+(no downloads); ours are exported with scratchllm.weights.to_hf and loaded by transformers. Tokens/s counts new
+tokens over the whole call (prefill included). The run also checks that all three produce the same tokens.
+
+    .venv/bin/python benchmarks/bench_generation.py                       # gpt2-small, 32 + 200, fp32 and bf16
+    .venv/bin/python benchmarks/bench_generation.py --preset tiny --new-tokens 20 --dtypes fp32
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from scratchllm.config import ModelConfig
+from scratchllm.generation import generate
+from scratchllm.model import GPTModel
+from scratchllm.weights import to_hf
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def timed(fn: Callable[[], list[int]], repeats: int) -> tuple[float, list[int]]:
+    times, out = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--preset", default="gpt2-small")
+    parser.add_argument("--prompt-len", type=int, default=32)
+    parser.add_argument("--new-tokens", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs per entry (median is shown)")
+    parser.add_argument("--dtypes", nargs="+", default=["fp32", "bf16"], choices=sorted(DTYPES))
+    parser.add_argument("--skip-uncached", action="store_true", help="skip our uncached path (the slowest)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = PyTorch default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    import transformers
+
+    torch.manual_seed(0)
+    cfg = ModelConfig.from_preset(args.preset)
+    base = GPTModel(cfg).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        to_hf(base, Path(tmp) / "hf")
+        hf_base = transformers.GPT2LMHeadModel.from_pretrained(Path(tmp) / "hf").eval()
+    prompt = torch.randint(0, cfg.vocab_size, (1, args.prompt_len))
+    n = args.new_tokens
+
+    print(
+        f"generation, {args.preset} ({base.num_parameters():,} params), prompt {args.prompt_len} + {n} new, "
+        f"greedy, batch 1, {torch.get_num_threads()} threads, transformers {transformers.__version__}, "
+        f"torch {torch.__version__}"
+    )
+    print(f"{'dtype':<6} {'model':<28} {'tokens/s':>9} {'vs HF':>7} {'vs uncached':>12} {'same tokens':>12}")
+    for name in args.dtypes:
+        dtype = DTYPES[name]
+        run_dtype(name, base.to(dtype), hf_base.to(dtype), prompt, n, args.repeats, args.skip_uncached)
+
+
+def run_dtype(
+    name: str, ours: GPTModel, hf: Any, prompt: torch.Tensor, n: int, repeats: int, skip_uncached: bool
+) -> None:
+    """Time the three decoders for one dtype and print their rows."""
+    hf.generation_config.pad_token_id = hf.generation_config.eos_token_id
+    prompt_len = prompt.shape[1]
+
+    def hf_generate(k: int) -> list[int]:
+        with torch.inference_mode():
+            out = hf.generate(
+                prompt,
+                attention_mask=torch.ones_like(prompt),
+                max_new_tokens=k,
+                min_new_tokens=k,
+                do_sample=False,
+                use_cache=True,
+            )
+        return out[0, prompt_len:].tolist()
+
+    rows = {
+        "ours, KV cache": lambda k: generate(ours, prompt, k, use_cache=True)[0],
+        "HF generate (use_cache)": hf_generate,
+    }
+    if not skip_uncached:
+        rows["ours, no cache"] = lambda k: generate(ours, prompt, k, use_cache=False)[0]
+    for fn in rows.values():  # warm-up: allocator, kernels, lazy initialisation
+        fn(min(n, 4))
+    results = {label: timed(lambda fn=fn: fn(n), repeats) for label, fn in rows.items()}
+    ref_tokens = results["ours, KV cache"][1]
+    hf_rate = n / results["HF generate (use_cache)"][0]
+    uncached = results.get("ours, no cache")
+    for label, (seconds, tokens) in results.items():
+        rate = n / seconds
+        vs_uncached = f"{rate / (n / uncached[0]):.2f}x" if uncached else "-"
+        # bf16 logits are coarse: near-ties can break differently, so only fp32 is expected to match exactly.
+        same = "yes" if tokens == ref_tokens else f"{sum(a == b for a, b in zip(tokens, ref_tokens))}/{n}"
+        print(f"{name:<6} {label:<28} {rate:>9.1f} {rate / hf_rate:>6.2f}x {vs_uncached:>12} {same:>12}")
+
+
+if __name__ == "__main__":
+    main()
