@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -122,8 +123,6 @@ def test_missing_model_folder(byte_model, capsys, tmp_path: Path) -> None:
 def test_generate_hf_folder_with_real_gpt2_tokenizer(
     tmp_path: Path, gpt2_tokenizer_dir: Path, capsys
 ) -> None:
-    if not hasattr(scratchllm.tokenizer, "load"):
-        pytest.skip("scratchllm.tokenizer.load is not available yet")
     tok = scratchllm.tokenizer.load(gpt2_tokenizer_dir)
     torch.manual_seed(0)
     model = GPTModel(
@@ -133,4 +132,15 @@ def test_generate_hf_folder_with_real_gpt2_tokenizer(
     args = ["generate", "--model", str(tmp_path / "hf"), "--tokenizer", str(gpt2_tokenizer_dir)]
     assert main([*args, "--prompt", "Hello, world", "--max-new-tokens", "8", "--no-echo"]) == 0
     ids = generate(model, [tok.encode("Hello, world")], 8, eos_id=tok.eot_id)[0]
-    assert capsys.readouterr().out == tok.decode(ids) + "\n"
+    expected = tok.decode(ids) + "\n"
+    assert capsys.readouterr().out == expected
+    # Tokenizer files inside the model folder are found without --tokenizer.
+    for name in ("encoder.json", "vocab.bpe"):
+        shutil.copy(gpt2_tokenizer_dir / name, tmp_path / "hf" / name)
+    assert (
+        main(
+            ["generate", "--model", str(tmp_path / "hf"), "--prompt", "Hello, world", "--max-new-tokens", "8"]
+        )
+        == 0
+    )
+    assert capsys.readouterr().out == "Hello, world" + expected
