@@ -171,7 +171,7 @@ def _build(
     dtype = state["tok_emb.weight"].dtype
     if not dtype.is_floating_point:
         raise ScratchLLMError(f"{where}: tensor tok_emb.weight has dtype {dtype}, expected a float type")
-    state = {k: v.to(device=device, dtype=dtype) for k, v in state.items()}
+    state = {k: v.to(device=device, dtype=dtype).contiguous() for k, v in state.items()}
     model.load_state_dict(state, strict=False, assign=True)
     if config.tie_embeddings:
         model.lm_head.weight = model.tok_emb.weight

@@ -112,3 +112,20 @@ def test_training_step_reduces_loss() -> None:
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] - 1.0
+
+
+def test_kv_cache_logits_equal_full_forward() -> None:
+    torch.manual_seed(0)
+    model = GPTModel(tiny()).eval()
+    idx = torch.randint(0, 97, (2, 20))
+    full = model(idx)
+    cache = model.new_kv_cache(batch_size=2)
+    assert cache.k.shape == (2, 2, 3, 32, 8)  # layers, batch, heads, context, head_dim
+    pieces = [model(idx[:, :7], kv_cache=cache)]  # prefill 7 tokens, then 3 + one at a time
+    pieces.append(model(idx[:, 7:10], kv_cache=cache))
+    for t in range(10, 20):
+        pieces.append(model(idx[:, t : t + 1], kv_cache=cache))
+    assert cache.length == 20
+    assert torch.allclose(torch.cat(pieces, dim=1), full, atol=1e-5)
+    with pytest.raises(ValueError, match="context_length"):
+        model(torch.zeros(2, 13, dtype=torch.long), kv_cache=cache)
