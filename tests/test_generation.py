@@ -142,7 +142,7 @@ class ScriptedModel(nn.Module):
         self.script = script
         self.prompt_len = prompt_len
 
-    def forward(self, idx: torch.Tensor, kv_cache=None, pad=None) -> torch.Tensor:
+    def forward(self, idx: torch.Tensor, kv_cache=None, pad=None, last_only=False) -> torch.Tensor:
         step = idx.shape[1] - self.prompt_len
         logits = torch.zeros(idx.shape[0], idx.shape[1], self.config.vocab_size)
         logits[:, -1, self.script[step]] = 1.0

@@ -143,12 +143,12 @@ def iter_tokens(
                 window_pad = (pad - start).clamp_(min=0)
                 window_pad = window_pad if bool((window_pad > 0).any()) else None
                 if cache is None:
-                    logits = model(tokens[:, start:n], pad=window_pad)
+                    logits = model(tokens[:, start:n], pad=window_pad, last_only=True)
                 elif cache.length == n - 1 and n <= cache.max_len:
-                    logits = model(tokens[:, n - 1 : n], kv_cache=cache)  # one new token
+                    logits = model(tokens[:, n - 1 : n], kv_cache=cache, last_only=True)  # one new token
                 else:  # prefill, or the window slid past the context: refill from the last ctx tokens
                     cache.reset(pad=window_pad)
-                    logits = model(tokens[:, start:n], kv_cache=cache)
+                    logits = model(tokens[:, start:n], kv_cache=cache, last_only=True)
                 next_ids = sample_next(logits[:, -1], temperature, top_k, top_p, generator)
                 tokens[:, n] = next_ids
             n += 1

@@ -129,3 +129,10 @@ def test_kv_cache_logits_equal_full_forward() -> None:
     assert torch.allclose(torch.cat(pieces, dim=1), full, atol=1e-5)
     with pytest.raises(ValueError, match="context_length"):
         model(torch.zeros(2, 13, dtype=torch.long), kv_cache=cache)
+
+
+def test_last_only_logits() -> None:
+    torch.manual_seed(0)
+    model = GPTModel(tiny()).eval()
+    idx = torch.randint(0, 97, (2, 9))
+    assert torch.allclose(model(idx, last_only=True), model(idx)[:, -1:], atol=1e-6)

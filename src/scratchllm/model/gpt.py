@@ -139,7 +139,9 @@ class GPTModel(nn.Module):
                 nn.init.zeros_(module.bias)
 
     # ------------------------------------------------------------------------------------ forward
-    def forward(self, idx: Tensor, kv_cache: KVCache | None = None, pad: Tensor | None = None) -> Tensor:
+    def forward(
+        self, idx: Tensor, kv_cache: KVCache | None = None, pad: Tensor | None = None, last_only: bool = False
+    ) -> Tensor:
         """Logits ``[B, T, vocab_size]`` for token ids ``idx`` ``[B, T]``.
 
         Args:
@@ -149,6 +151,8 @@ class GPTModel(nn.Module):
             pad: number of left-padding tokens per row (``[B]``), for batches of prompts of different lengths
                 without a cache; padded slots are never attended to and each row's positions start at 0 on its
                 first real token. With a cache, the cache's ``pad`` is used instead.
+            last_only: return logits for the last position only (``[B, 1, V]``): generation needs nothing
+                else, and the LM head is a large matmul.
         """
         B, T = idx.shape
         start = kv_cache.length if kv_cache is not None else 0
@@ -166,6 +170,8 @@ class GPTModel(nn.Module):
             x = block(x, kv_cache, i, pad)
         if kv_cache is not None:
             kv_cache.length += T
+        if last_only:
+            x = x[:, -1:]
         return self.lm_head(self.final_norm(x))
 
     def new_kv_cache(
