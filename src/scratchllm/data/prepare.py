@@ -55,11 +55,12 @@ class CleanSettings:
 _worker: dict[str, Any] = {}
 
 
-def _init_worker(tokenizer_dir: str, settings: CleanSettings) -> None:
+def _init_worker(tokenizer_dir: str, settings: CleanSettings, tok: Any = None) -> None:
     """Load the tokenizer once per process (the GPT-2 one uses the tiktoken backend when installed)."""
-    from scratchllm.tokenizer import load
+    if tok is None:
+        from scratchllm.tokenizer import load
 
-    tok = load(tokenizer_dir)
+        tok = load(tokenizer_dir)
     if tok.eot_id is None:
         raise ScratchLLMError(f"{tokenizer_dir}: tokenizer has no <|endoftext|> token to separate documents")
     _worker.update(tok=tok, settings=settings, dtype=token_dtype(tok.vocab_size), eot=tok.eot_id)
@@ -109,31 +110,47 @@ def _batches(
         yield texts, sources, nbytes
 
 
-def _ordered_results(batches: Iterator[Any], workers: int, init_args: tuple[Any, ...]) -> Iterator[Any]:
-    """Yield ``(batch, results)`` in input order, processing in ``workers`` processes with bounded look-ahead."""
+def _start_method() -> str:
+    """``fork`` (workers inherit the loaded tokenizer: no second load) when it is safe, else ``spawn``.
+
+    Forking is only safe while this process runs a single thread: a lock held by another thread at fork time
+    stays locked forever in the child. With threads around (a server, a notebook kernel) we pay for ``spawn``.
+    """
+    import multiprocessing as mp
+    import threading
+
+    if sys.platform == "linux" and threading.active_count() == 1 and "fork" in mp.get_all_start_methods():
+        return "fork"
+    return "spawn"
+
+
+def _make_pool(workers: int, tokenizer_dir: str, settings: CleanSettings, tok: Any) -> Any:
+    """A process pool of ``workers`` tokenizer workers, or None to work in this process (``workers == 1``)."""
     if workers <= 1:
-        _init_worker(*init_args)
+        _init_worker(tokenizer_dir, settings, tok)
+        return None
+    import multiprocessing as mp
+
+    method = _start_method()
+    init_args = (tokenizer_dir, settings, tok if method == "fork" else None)
+    return mp.get_context(method).Pool(workers, initializer=_init_worker, initargs=init_args)
+
+
+def _ordered_results(batches: Iterator[Any], pool: Any, workers: int) -> Iterator[Any]:
+    """Yield ``(batch, results)`` in input order; at most ``2 * workers`` batches are in flight at once."""
+    if pool is None:
         for batch in batches:
             yield batch, _process_batch(batch[0])
         return
-    import multiprocessing as mp
-
-    # "spawn" starts clean interpreters: no inherited threads or locks (tqdm, torch), same on every OS.
-    pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=init_args)
     pending: deque[tuple[Any, Any]] = deque()
-    try:
-        for batch in batches:
-            pending.append((batch, pool.apply_async(_process_batch, (batch[0],))))
-            if len(pending) >= 2 * workers:
-                done, result = pending.popleft()
-                yield done, result.get()
-        while pending:
+    for batch in batches:
+        pending.append((batch, pool.apply_async(_process_batch, (batch[0],))))
+        if len(pending) >= 2 * workers:
             done, result = pending.popleft()
             yield done, result.get()
-        pool.close()
-    finally:
-        pool.terminate()
-        pool.join()
+    while pending:
+        done, result = pending.popleft()
+        yield done, result.get()
 
 
 def _split_of(key: bytes, seed: int, val_fraction: float) -> str:
@@ -144,12 +161,32 @@ def _split_of(key: bytes, seed: int, val_fraction: float) -> str:
     return "val" if int.from_bytes(mixed, "little") / 2**64 < val_fraction else "train"
 
 
-def _tokenizer_info(tokenizer_dir: Path) -> dict[str, Any]:
+_loaded: dict[tuple[str, tuple[tuple[str, int, int], ...]], Any] = {}
+
+
+def _load_tokenizer(tokenizer_dir: Path) -> Any:
+    """Load a tokenizer, reusing the last one when the folder's files are unchanged (loading GPT-2 takes ~1 s)."""
     from scratchllm.tokenizer import load
 
-    tok = load(tokenizer_dir)
-    kind = getattr(tok, "kind", None) or type(tok).__name__
-    return {
+    folder = tokenizer_dir.resolve()
+    stamp = (
+        tuple(
+            (p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.glob("*")) if p.is_file()
+        )
+        if folder.is_dir()
+        else ()
+    )
+    key = (str(folder), stamp)
+    if key not in _loaded:
+        _loaded.clear()
+        _loaded[key] = load(tokenizer_dir)
+    return _loaded[key]
+
+
+def _tokenizer_info(tokenizer_dir: Path) -> tuple[Any, dict[str, Any]]:
+    tok = _load_tokenizer(tokenizer_dir)
+    kind = getattr(tok, "name", None) or type(tok).__name__
+    return tok, {
         "path": str(tokenizer_dir.resolve()),
         "kind": str(kind),
         "vocab_size": int(tok.vocab_size),
@@ -220,7 +257,7 @@ def prepare(
     for path in files:
         if path.stat().st_size == 0:
             raise ScratchLLMError(f"{path}: file is empty")
-    info = _tokenizer_info(tokenizer_dir)
+    tok, info = _tokenizer_info(tokenizer_dir)
     if info["eot_id"] is None:
         raise ScratchLLMError(f"{tokenizer_dir}: tokenizer has no <|endoftext|> token to separate documents")
     dtype = token_dtype(info["vocab_size"])
@@ -229,16 +266,16 @@ def prepare(
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    pool = bar = None
     try:
         sources = [{"path": str(p), "bytes": p.stat().st_size, "documents": 0, "kept": 0} for p in files]
         writers = {split: ShardWriter(tmp, split, dtype, shard_tokens) for split in ("train", "val")}
         dropped = dict.fromkeys((*FILTER_NAMES, "duplicates"), 0)
         seen: set[bytes] = set()
-        bar = _progress_bar(sum(s["bytes"] for s in sources), progress)
         batches = _batches(files, text_field, encoding_errors, sources)
-        for (_texts, source_ids, nbytes), results in _ordered_results(
-            batches, workers, (str(tokenizer_dir), settings)
-        ):
+        pool = _make_pool(workers, str(tokenizer_dir), settings, tok)  # before tqdm starts its thread
+        bar = _progress_bar(sum(s["bytes"] for s in sources), progress)
+        for (_texts, source_ids, nbytes), results in _ordered_results(batches, pool, workers):
             for source, (reason, key, token_bytes) in zip(source_ids, results):
                 if reason is not None:
                     dropped[reason] += 1
@@ -251,6 +288,11 @@ def prepare(
                     writers[_split_of(key, seed, val_fraction)].write(tokens)
             bar.update(nbytes)
         bar.close()
+        bar = None
+        if pool is not None:
+            pool.close()
+            pool.join()
+            pool = None
         documents_read = sum(s["documents"] for s in sources)
         if documents_read == 0:
             raise ScratchLLMError(f"{', '.join(map(str, inputs))}: no documents found in the input")
@@ -291,6 +333,12 @@ def prepare(
         (tmp / META_FILE).write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         _publish(tmp, out_dir)
     except BaseException:
+        if bar is not None:
+            bar.leave = False
+            bar.close()
+        if pool is not None:
+            pool.terminate()
+            pool.join()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return meta
@@ -308,6 +356,8 @@ def _publish(tmp: Path, out_dir: Path) -> None:
 
 
 class _NoBar:
+    leave = False
+
     def update(self, n: int) -> None:
         pass
 
@@ -321,7 +371,9 @@ def _progress_bar(total: int, enabled: bool) -> Any:
         return _NoBar()
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1000, desc="prepare", file=sys.stderr)
+    return tqdm(
+        total=total, unit="B", unit_scale=True, unit_divisor=1000, desc="prepare", file=sys.stderr, delay=1.0
+    )
 
 
 def summary(meta: dict[str, Any]) -> str:
