@@ -69,3 +69,32 @@ def token_stream():
 @pytest.fixture
 def reader_class():
     return TensorReader
+
+
+@pytest.fixture(scope="session")
+def shards(tmp_path_factory, shared_data):
+    """Real prepared shards: 40 kB of Tiny Shakespeare, a 300-token BPE trained on it, a 10 % validation split."""
+    from scratchllm.data.prepare import prepare
+    from scratchllm.tokenizer import train_bpe
+
+    root = tmp_path_factory.mktemp("shards")
+    text = (shared_data / "tinyshakespeare" / "input.txt").read_bytes()[:40_000]
+    (root / "shakespeare.txt").write_bytes(text)
+    train_bpe(text.decode("utf-8", errors="ignore"), 300).save(root / "tokenizer")
+    out = root / "shakespeare"
+    prepare([root / "shakespeare.txt"], root / "tokenizer", out, val_fraction=0.1, progress=False)
+    return out
+
+
+# Tiny model and fast settings shared by the command-line tests.
+TINY_ARGS = [
+    "--model.preset", "tiny", "--model.context-length", "16", "--model.emb-dim", "32", "--model.n-heads", "2",
+    "--model.n-layers", "2", "--train.micro-batch-size", "4", "--train.warmup-steps", "2", "--train.lr", "3e-3",
+    "--train.precision", "fp32", "--train.eval-batches", "2", "--train.log-every", "1", "--train.sample-tokens", "8",
+    "--train.peak-flops", "1e11",
+]  # fmt: skip
+
+
+@pytest.fixture
+def tiny_args():
+    return list(TINY_ARGS)

@@ -89,6 +89,17 @@ def _as_data_spec(data: DataSpec | str | Path | Sequence[str | Path]) -> DataSpe
     return DataSpec(dirs=[Path(d) for d in data])
 
 
+def _tokenizer_from_meta(meta: dict[str, Any], meta_path: Path) -> Path:
+    """The tokenizer folder a dataset was prepared with (a path, or a mapping with a ``path``/``dir`` key)."""
+    entry = meta.get("tokenizer")
+    if isinstance(entry, dict):
+        entry = entry.get("path") or entry.get("dir")
+    if not entry:
+        raise ScratchLLMError(f"{meta_path}: names no tokenizer folder; pass --tokenizer")
+    path = Path(entry)
+    return path if path.is_absolute() else (meta_path.parent / path)
+
+
 def _copy_tokenizer(source: Path, target: Path) -> None:
     """Copy the tokenizer folder into the run once (atomically), so checkpoints need nothing outside the run."""
     if target.exists():
@@ -147,12 +158,10 @@ def run_pretrain(
         precision = resolve_precision(train.precision, env.device)
 
         # 2. data: the model's context length decides the window size, so read meta.json first
+        from scratchllm.data.shards import load_meta
+
         meta_path = data.dirs[0] / "meta.json"
-        if not meta_path.is_file():
-            raise ScratchLLMError(
-                f"{data.dirs[0]}: no meta.json; create the folder with `scratchllm prepare`"
-            )
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta = load_meta(data.dirs[0])
         if isinstance(model, str):
             model = ModelSpec(preset=model)
         model_cfg = model.build(int(meta["vocab_size"])) if isinstance(model, ModelSpec) else model
@@ -179,7 +188,7 @@ def run_pretrain(
             )
 
         # run folder: settings, tokenizer copy
-        tokenizer_source = Path(tokenizer_dir) if tokenizer_dir else Path(meta.get("tokenizer", ""))
+        tokenizer_source = Path(tokenizer_dir) if tokenizer_dir else _tokenizer_from_meta(meta, meta_path)
         run_tokenizer = out_dir / "tokenizer"
         run_info = {
             "model": model_cfg.to_dict(),
