@@ -53,10 +53,13 @@ def prepare(
     inputs = list(input)
     if inputs == ["stdlib"] and not Path("stdlib").exists():
         from scratchllm.data.download import default_cache_dir
-        from scratchllm.data.embedded import stdlib_corpus
+        from scratchllm.data.embedded import CORPUS_FILE, stdlib_corpus
 
-        print("scratchllm: extracting the standard-library corpus ...", file=sys.stderr)
-        inputs = [str(stdlib_corpus(default_cache_dir() / "stdlib-corpus"))]
+        folder = default_cache_dir() / f"stdlib-corpus-py{sys.version_info.major}.{sys.version_info.minor}"
+        if not (folder / CORPUS_FILE).is_file():
+            print(f"scratchllm: extracting the standard-library corpus into {folder}", file=sys.stderr)
+            stdlib_corpus(folder)
+        inputs = [str(folder / CORPUS_FILE)]
     meta = run_prepare(
         inputs,
         tokenizer,
