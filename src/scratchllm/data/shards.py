@@ -223,6 +223,7 @@ class ShardReader:
         self.rank = rank
         self.world_size = world_size
         self.batches_drawn = 0
+        self.tokens = int(splits[split]["tokens"])
 
         dtype = np.dtype(self.meta["dtype"]).newbyteorder("<")
         window = context_length + 1
@@ -260,9 +261,12 @@ class ShardReader:
     def global_batch_size(self) -> int:
         return self.batch_size * self.world_size
 
-    def _global_positions(self, batch_index: int) -> tuple[np.ndarray, np.ndarray]:
-        """(shard index, start token) for every row of global batch number ``batch_index``."""
-        rows = self.global_batch_size
+    def _global_positions(self, batch_index: int, rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(shard index, start token) for every row of global batch number ``batch_index``.
+
+        ``rows`` overrides the number of rows (a mixture asks each source for its own global batch size).
+        """
+        rows = self.global_batch_size if rows is None else rows
         if self.random:
             rng = np.random.default_rng([self.seed, batch_index])
             flat = rng.integers(0, self.num_windows, size=rows, dtype=np.int64)
@@ -279,13 +283,18 @@ class ShardReader:
 
         shard, start = self._global_positions(self.batches_drawn)
         lo = self.rank * self.batch_size
-        window = self.context_length + 1
-        rows = np.empty((self.batch_size, window), dtype=np.int64)
-        for i, (s, p) in enumerate(zip(shard[lo : lo + self.batch_size], start[lo : lo + self.batch_size])):
-            rows[i] = self._arrays[s][p : p + window]
+        rows = self.read_windows(shard[lo : lo + self.batch_size], start[lo : lo + self.batch_size])
         self.batches_drawn += 1
         data = torch.from_numpy(rows)
         return data[:, :-1].contiguous(), data[:, 1:].contiguous()
+
+    def read_windows(self, shard: np.ndarray, start: np.ndarray) -> np.ndarray:
+        """Copy the windows at (shard, start) pairs out of the memory maps: int64 ``(len(start), T + 1)``."""
+        window = self.context_length + 1
+        rows = np.empty((len(start), window), dtype=np.int64)
+        for i, (s, p) in enumerate(zip(shard, start)):
+            rows[i] = self._arrays[s][p : p + window]
+        return rows
 
     def reset(self) -> None:
         """Back to the first batch (evaluation uses this to see the same fixed batches every time)."""
