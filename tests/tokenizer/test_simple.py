@@ -49,9 +49,10 @@ def test_round_trip_of_known_text_and_unknown_words(verdict):
     assert tok.decode(tok.encode(sentence)) == sentence.replace("\"It's", "\" It' s")
     plain = "I had always thought Jack Gisburn rather a cheap genius, though a good fellow enough."
     assert tok.decode(tok.encode(plain)) == plain
-    ids = tok.encode("Hello, do you like tea?")
-    assert ids.count(tok.vocab[UNK]) >= 2  # "Hello" and "tea" never occur in the story
-    assert tok.decode(ids).startswith("<|unk|>, do you like")
+    assert "Hello" not in tok.vocab and "palace" not in tok.vocab
+    ids = tok.encode("Hello, do you like the palace?")
+    assert ids.count(tok.vocab[UNK]) == 2
+    assert tok.decode(ids) == "<|unk|>, do you like the <|unk|>?"
 
 
 def test_special_token_semantics(verdict):
