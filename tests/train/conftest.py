@@ -95,6 +95,6 @@ TINY_ARGS = [
 ]  # fmt: skip
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_args():
     return list(TINY_ARGS)
