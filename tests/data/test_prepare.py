@@ -286,3 +286,26 @@ def test_cli_prepare(tmp_path, shared_data, gpt2_tokenizer_dir, capsys):
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "bad.jsonl:1: invalid JSON" in err[0]
+
+
+def test_special_token_text_in_a_document_stays_plain_text(tmp_path, gpt2_tokenizer_dir, tok):
+    _write_jsonl(tmp_path / "d.jsonl", ["a <|endoftext|> b"])
+    meta = prepare([tmp_path / "d.jsonl"], gpt2_tokenizer_dir, tmp_path / "o", val_fraction=0, progress=False)
+    tokens = _read_split(tmp_path / "o", meta, "train").tolist()
+    assert tokens == tok.encode_ordinary("a <|endoftext|> b") + [tok.eot_id]
+    assert tokens.count(tok.eot_id) == 1  # only the separator we add
+
+
+def test_cli_prepare_builtin_stdlib_corpus(tmp_path, gpt2_tokenizer_dir, monkeypatch, capsys):
+    import scratchllm.data.embedded as embedded
+
+    real = embedded.stdlib_corpus
+    monkeypatch.setattr(embedded, "stdlib_corpus", lambda out, max_bytes=None: real(out, max_bytes=100_000))
+    monkeypatch.setenv("SCRATCHLLM_CACHE", str(tmp_path / "cache"))
+    args = ["prepare", "--input", "stdlib", "--tokenizer", str(gpt2_tokenizer_dir), "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "o")]) == 0
+    assert "extracting the standard-library corpus" in capsys.readouterr().err
+    meta = json.loads((tmp_path / "o" / "meta.json").read_text())
+    assert meta["sources"][0]["path"].endswith("stdlib_docs.jsonl") and meta["documents"]["kept"] > 5
+    assert main([*args, "--out", str(tmp_path / "p")]) == 0
+    assert "extracting" not in capsys.readouterr().err  # second run reuses the cached corpus
