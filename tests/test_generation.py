@@ -125,9 +125,13 @@ def test_invalid_sampling_values(kwargs: dict, message: str) -> None:
         generate(spiky_model(), [[1]], 3, **kwargs)
 
 
-def test_empty_prompt_is_an_error() -> None:
+def test_empty_or_out_of_vocabulary_prompt_is_an_error() -> None:
     with pytest.raises(ScratchLLMError, match="prompt 1 is empty"):
         generate(spiky_model(), [[1], []], 3)
+    with pytest.raises(
+        ScratchLLMError, match=r"prompt 0: token id 300 is outside the model's vocabulary \[0, 257\)"
+    ):
+        generate(spiky_model(), [[1, 300]], 3)
 
 
 class ScriptedModel(nn.Module):

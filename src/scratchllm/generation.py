@@ -119,6 +119,14 @@ def iter_tokens(
     check_sampling(temperature, top_k, top_p)
     rows = _as_rows(prompts)
     ctx = model.config.context_length
+    vocab = model.config.vocab_size
+    for i, row in enumerate(rows):
+        bad = next((t for t in row if not 0 <= t < vocab), None)
+        if bad is not None:
+            raise ScratchLLMError(
+                f"prompt {i}: token id {bad} is outside the model's vocabulary [0, {vocab}) "
+                "(tokenizer and model do not match?)"
+            )
     longest = max(len(r) for r in rows)
     if strict_context and longest > ctx:
         raise ScratchLLMError(f"prompt has {longest} tokens, more than the model's context_length {ctx}")
