@@ -75,18 +75,12 @@ def repeated_line_ratio(text: str) -> float:
     Counting characters (not lines) keeps plays and poems, where short lines such as ``ROMEO:`` repeat, while
     catching documents made of the same long boilerplate lines over and over.
     """
-    seen: set[str] = set()
-    total = repeated = 0
-    for line in text.split("\n"):
-        line = line.strip()
-        if not line:
-            continue
-        total += len(line)
-        if line in seen:
-            repeated += len(line)
-        else:
-            seen.add(line)
-    return repeated / total if total else 0.0
+    lines = [line for line in map(str.strip, text.split("\n")) if line]
+    total = sum(map(len, lines))
+    if total == 0:
+        return 0.0
+    # every character beyond the first occurrence of each distinct line is repeated
+    return (total - sum(map(len, set(lines)))) / total
 
 
 def sample(text: str, max_chars: int = SAMPLE_CHARS, pieces: int = 8) -> str:
