@@ -35,7 +35,8 @@ def prepare(
         tokenizer: tokenizer folder (e.g. GPT-2's encoder.json + vocab.bpe, or one from `scratchllm tokenizer train`).
         out: output folder for shards and meta.json; written atomically.
         text_field: JSONL field / parquet column holding the text.
-        val_fraction: share of documents held out for validation (chosen by hash, so deterministic).
+        val_fraction: share of documents held out for validation (chosen by hash, so deterministic; when no
+            document is drawn, e.g. a single book, the last tokens of train become val).
         workers: tokenizer processes.
         shard_tokens: tokens per shard file.
         min_chars: drop documents shorter than this many characters.
