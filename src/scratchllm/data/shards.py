@@ -185,6 +185,9 @@ class ShardReader:
         rank, world_size: distributed position. Rank ``r`` returns rows ``[r*B:(r+1)*B]`` of the global batch of
             ``world_size * B`` rows that a single-process reader with the same seed would return.
         verify: check every shard's sha256 against ``meta.json`` before reading (reads all the data once).
+
+    Windows never span two shards. A shard shorter than one window (say, a short last shard) is skipped; a split
+    with no shard long enough is an error. Windows may span documents (they are separated by ``<|endoftext|>``).
     """
 
     def __init__(
