@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import heapq
 from collections.abc import Iterable, Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Any, Literal
 
@@ -134,21 +135,22 @@ class PythonBPE:
             return self._encode(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace"))
 
     def _encode(self, text: str) -> list[int]:
+        # Look every pre-token up in the cache at C speed (map); run the merge loop only for new pre-tokens.
+        pieces = self.pattern.findall(text)
         cache = self.cache
-        ranks = self.ranks
-        ids: list[int] = []
-        for piece in self.pattern.findall(text):
-            found = cache.get(piece)
-            if found is None:
+        found = list(map(cache.get, pieces))
+        if None in found:
+            ranks = self.ranks
+            new = {}
+            for piece in {p for p, f in zip(pieces, found) if f is None}:
                 data = piece.encode("utf-8")
                 rank = ranks.get(data)
-                found = [rank] if rank is not None else bpe_merge(data, ranks)
-                if len(piece) <= _CACHE_MAX_CHARS:
-                    if len(cache) >= _CACHE_LIMIT:
-                        cache.clear()
-                    cache[piece] = found
-            ids += found
-        return ids
+                new[piece] = [rank] if rank is not None else bpe_merge(data, ranks)
+            found = [f if f is not None else new[p] for p, f in zip(pieces, found)]
+            if len(cache) + len(new) > _CACHE_LIMIT:
+                cache.clear()
+            cache.update((p, ids) for p, ids in new.items() if len(p) <= _CACHE_MAX_CHARS)
+        return list(chain.from_iterable(found))
 
 
 # ---------------------------------------------------------------------------------------------- the tokenizer
