@@ -309,3 +309,17 @@ def test_cli_prepare_builtin_stdlib_corpus(tmp_path, gpt2_tokenizer_dir, monkeyp
     assert meta["sources"][0]["path"].endswith("stdlib_docs.jsonl") and meta["documents"]["kept"] > 5
     assert main([*args, "--out", str(tmp_path / "p")]) == 0
     assert "extracting" not in capsys.readouterr().err  # second run reuses the cached corpus
+
+
+def test_fast_and_plain_encoders_agree(shared_data, tok):
+    """prepare takes tiktoken's numpy route when available; the plain Python BPE route gives the same ids."""
+    from scratchllm.data.prepare import _array_encoder
+
+    text = (shared_data / "rasbt" / "small-text-sample.txt").read_text(
+        encoding="utf-8"
+    ) + " 中文 <|endoftext|>"
+    python_tok = tok.with_backend("python")
+    assert getattr(python_tok, "_tiktoken", None) is None
+    fast, plain = _array_encoder(tok)(text), _array_encoder(python_tok)(text)
+    assert fast.dtype == plain.dtype == np.uint16
+    assert fast.tolist() == plain.tolist() == tok.encode_ordinary(text)
