@@ -133,7 +133,9 @@ def test_split_is_seeded_by_document(tmp_path, shared_data, gpt2_tokenizer_dir):
 
 def test_single_document_gets_a_val_tail(tmp_path, shared_data, gpt2_tokenizer_dir, tok):
     path = shared_data / "rasbt" / "the-verdict.txt"
-    meta = prepare([path], gpt2_tokenizer_dir, tmp_path / "o", val_fraction=0.1, progress=False)
+    meta = prepare(
+        path, gpt2_tokenizer_dir, tmp_path / "o", val_fraction=0.1, progress=False
+    )  # one path is fine
     ids = tok.encode_ordinary(path.read_text(encoding="utf-8")) + [tok.eot_id]
     train, val = _read_split(tmp_path / "o", meta, "train"), _read_split(tmp_path / "o", meta, "val")
     assert meta["splits"]["val"]["from_train_tail"] and val.size == int(np.ceil(0.1 * len(ids)))

@@ -263,6 +263,8 @@ def prepare(
         raise ScratchLLMError(f"encoding_errors: expected 'strict' or 'replace', got {encoding_errors!r}")
     if workers < 1:
         raise ScratchLLMError(f"workers: expected at least 1, got {workers}")
+    if isinstance(inputs, (str, Path)):
+        inputs = [inputs]
     out_dir = Path(out_dir)
     tokenizer_dir = Path(tokenizer_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
