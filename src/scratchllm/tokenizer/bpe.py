@@ -42,6 +42,7 @@ Backend = Literal["auto", "python", "tiktoken"]
 
 _NO_RANK = 1 << 62
 _LONG_PIECE = 256  # bytes; longer pre-tokens (e.g. whole Chinese sentences) use the O(n log n) heap merge
+_SPLIT_MIN_BYTES = 16  # longer new pre-tokens are first cut where no merge can cross
 _CACHE_LIMIT = 1 << 18  # pre-tokens remembered by the Python encoder before the cache is cleared
 _CACHE_MAX_CHARS = 64  # longer pre-tokens are rarely repeated, so they are not cached
 
@@ -120,12 +121,22 @@ def _bpe_merge_heap(piece: bytes, ranks: dict[bytes, int]) -> list[int]:
 
 
 class PythonBPE:
-    """The readable encoder: regex pre-tokenizer + :func:`bpe_merge` + a cache of pre-token -> ids."""
+    """The readable encoder: regex pre-tokenizer + :func:`bpe_merge` + a cache of pre-token -> ids.
+
+    Long pre-tokens (a Chinese clause is one pre-token under GPT-2's pattern) are rarely repeated, so the cache
+    cannot help them directly. But if no token of the vocabulary spans a position, no merge can ever cross it
+    and the two sides merge independently: cutting there changes nothing. A token spanning position ``p``
+    either is ``data[p-1:p+1]`` or contains ``data[p-2:p+1]`` or ``data[p-1:p+2]``, so checking the 2-byte
+    tokens and the set of 3-byte substrings of all tokens finds safe cuts. New long pieces are cut at safe
+    character starts and the (very repetitive) parts are cached.
+    """
 
     def __init__(self, ranks: dict[bytes, int], pattern: str) -> None:
         self.ranks = ranks
         self.pattern = regex.compile(_FASTER_IN_PYTHON.get(pattern, pattern))
         self.cache: dict[str, list[int]] = {}
+        self.part_cache: dict[bytes, list[int]] = {}
+        self._trigrams: set[bytes] | None = None  # 3-byte substrings of tokens, built when first needed
 
     def encode_ordinary(self, text: str) -> list[int]:
         try:
@@ -140,17 +151,47 @@ class PythonBPE:
         cache = self.cache
         found = list(map(cache.get, pieces))
         if None in found:
-            ranks = self.ranks
-            new = {}
-            for piece in {p for p, f in zip(pieces, found) if f is None}:
-                data = piece.encode("utf-8")
-                rank = ranks.get(data)
-                new[piece] = [rank] if rank is not None else bpe_merge(data, ranks)
+            new = {
+                p: self._encode_piece(p.encode("utf-8"))
+                for p in {p for p, f in zip(pieces, found) if f is None}
+            }
             found = [f if f is not None else new[p] for p, f in zip(pieces, found)]
             if len(cache) + len(new) > _CACHE_LIMIT:
                 cache.clear()
             cache.update((p, ids) for p, ids in new.items() if len(p) <= _CACHE_MAX_CHARS)
         return list(chain.from_iterable(found))
+
+    def _encode_piece(self, data: bytes) -> list[int]:
+        rank = self.ranks.get(data)
+        if rank is not None:
+            return [rank]
+        if len(data) <= _SPLIT_MIN_BYTES:
+            return bpe_merge(data, self.ranks)
+        if self._trigrams is None:
+            self._trigrams = {t[i : i + 3] for t in self.ranks if len(t) > 2 for i in range(len(t) - 2)}
+        ranks, trigrams = self.ranks, self._trigrams
+        ids: list[int] = []
+        start = 0
+        for p in range(2, len(data) - 1):
+            if (
+                data[p] & 0xC0 != 0x80  # a character starts here (cutting inside one would be valid but rare)
+                and data[p - 1 : p + 1] not in ranks
+                and data[p - 2 : p + 1] not in trigrams
+                and data[p - 1 : p + 2] not in trigrams
+            ):
+                ids += self._encode_part(data[start:p])
+                start = p
+        return ids + self._encode_part(data[start:])
+
+    def _encode_part(self, part: bytes) -> list[int]:
+        found = self.part_cache.get(part)
+        if found is None:
+            rank = self.ranks.get(part)
+            found = [rank] if rank is not None else bpe_merge(part, self.ranks)
+            if len(self.part_cache) >= _CACHE_LIMIT:
+                self.part_cache.clear()
+            self.part_cache[part] = found
+        return found
 
 
 # ---------------------------------------------------------------------------------------------- the tokenizer
