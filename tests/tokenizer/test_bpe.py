@@ -200,3 +200,17 @@ def test_incremental_learner_equals_textbook_recount(english):
     word_counts = {w.encode(): c for w, c in counts.items()}
     fast, _ = learn_merges(word_counts, 150)
     assert fast == _naive_learn(word_counts, 150)
+
+
+def test_allowing_an_absent_special_token_is_harmless_like_tiktoken():
+    tok = train_bpe("abc abc", 260, special_tokens=["<s>"], backend="python")
+    assert tok.encode("abc<s>", allowed_special={"<|endoftext|>", "<s>"}) == [
+        *tok.encode_ordinary("abc"),
+        259,
+    ]
+    if tok.with_backend("auto").backend == "tiktoken":
+        fast = tok.with_backend("tiktoken")
+        assert fast.encode("abc<s>", allowed_special={"<|endoftext|>", "<s>"}) == [
+            *tok.encode_ordinary("abc"),
+            259,
+        ]

@@ -70,13 +70,8 @@ class Tokenizer(ABC):
     ) -> frozenset[str]:
         """Resolve tiktoken's allowed/disallowed arguments, raise on disallowed special text, return allowed."""
         all_special = frozenset(self.special_tokens)
-        allowed = all_special if allowed_special == "all" else frozenset(allowed_special)
-        unknown = allowed - all_special
-        if unknown:
-            raise ScratchLLMError(
-                f"allowed_special: {', '.join(sorted(unknown))} not in this tokenizer's special tokens "
-                f"({', '.join(sorted(all_special)) or 'none'})"
-            )
+        # as in tiktoken, allowing a special token this vocabulary lacks is harmless
+        allowed = all_special if allowed_special == "all" else frozenset(allowed_special) & all_special
         disallowed = all_special - allowed if disallowed_special == "all" else frozenset(disallowed_special)
         if disallowed:
             match = special_regex(disallowed).search(text)
