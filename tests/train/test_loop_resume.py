@@ -204,3 +204,19 @@ def test_checkpoint_layout_and_keep_last_plus_best(tmp_path, tiny_config):
     for a, b in zip(loaded.state_dict().values(), model.state_dict().values()):
         assert torch.equal(a, b)
     assert json.loads((tmp_path / "step-5" / "trainer.json").read_text())["step"] == 5
+
+
+def test_activation_checkpointing_gives_the_same_training(tiny_config, token_stream, reader_class):
+    """Recomputing block activations in backward (applied from outside the model) changes memory, not math."""
+    from scratchllm.train.distributed import DistEnv, parallelize
+
+    runs = []
+    for checkpointing in (False, True):
+        reader = reader_class(token_stream, context_length=16, batch_size=4, seed=2)
+        trainer = make_trainer(tiny_config(drop_rate=0.1), reader, max_steps=3)
+        trainer.model = parallelize(trainer.model, DistEnv(), activation_checkpointing=checkpointing)
+        rec = Recorder()
+        trainer.callbacks = [rec]
+        trainer.fit()
+        runs.append(rec.losses)
+    assert runs[0] == runs[1]

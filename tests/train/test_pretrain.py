@@ -158,3 +158,17 @@ def test_sigkill_during_save_keeps_the_previous_checkpoint_and_resume_continues(
     assert latest_checkpoint(ckpt_dir).name == "step-6"
     assert not list(ckpt_dir.glob(".tmp-*"))  # the crash's leftovers were cleaned up
     assert losses(run) == losses(straight)  # same curve as the uninterrupted run (dropout on)
+
+
+def test_pretrain_on_a_weighted_mixture_of_two_folders(tmp_path, shards, shared_data, tiny_args, capsys):
+    from scratchllm.data.prepare import prepare
+
+    verdict = tmp_path / "verdict"
+    tokenizer = shards.parent / "tokenizer"
+    prepare([shared_data / "rasbt" / "the-verdict.txt"], tokenizer, verdict, val_fraction=0.1, progress=False)
+    run = tmp_path / "run"
+    argv = ["pretrain", "--data.dirs", str(shards), str(verdict), "--data.weights", "3", "1", *tiny_args]
+    assert main([*argv, "--out-dir", str(run), "--train.max-steps", "3", "--train.eval-every", "0"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["step"] == 3 and summary["val_loss"] is not None
+    assert json.loads((run / "run.json").read_text())["data"]["weights"] == [3.0, 1.0]

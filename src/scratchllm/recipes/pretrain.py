@@ -278,6 +278,9 @@ def run_pretrain(
 
             tokenizer = load_tokenizer(run_tokenizer if run_tokenizer.exists() else tokenizer_source)
 
+        # Evaluate and sample with the eager module (not the DDP/compile wrappers); FSDP2 needs its sharded one.
+        eval_net = net if train.parallel == "fsdp" and env.distributed else unwrap_model(net)
+
         def sample() -> str | None:
             from scratchllm.generation import generate_text
 
@@ -285,9 +288,8 @@ def run_pretrain(
                 return None
             net.eval()
             try:
-                model_for_sampling = net if train.parallel == "fsdp" else unwrap_model(net)
                 return generate_text(
-                    model_for_sampling,
+                    eval_net,
                     tokenizer,
                     prompt,
                     max_new_tokens=train.sample_tokens,
@@ -300,7 +302,7 @@ def run_pretrain(
 
         def eval_loss(reader: Any) -> Callable[[], float]:
             return lambda: evaluate_loss(
-                net, reader, train.eval_batches, device=env.device, precision=precision
+                eval_net, reader, train.eval_batches, device=env.device, precision=precision
             )
 
         def extra_state() -> dict[str, Any]:

@@ -157,8 +157,7 @@ def parallelize(
     """Prepare ``model`` (already on ``env.device``) for training; returns the module to train.
 
     Order: activation checkpointing per block, compile, then FSDP2 (per block, then root) or DDP.
-    With one process only the first two apply. ``nn.Module.compile`` compiles in place, so parameter names
-    and checkpoints are unchanged by compiling.
+    With one process only the first two apply.
     """
     if mode not in ("ddp", "fsdp"):
         raise ScratchLLMError(f"train.parallel: expected ddp or fsdp, got {mode!r}")
@@ -168,10 +167,13 @@ def parallelize(
             _checkpointed_forward(block)
     if compile:
         if mode == "fsdp" and env.distributed:
-            for block in blocks:  # per block, so FSDP's hooks sit between compiled regions
+            for block in blocks:  # in place, per block, so FSDP's hooks sit between compiled regions
                 block.compile()
         else:
-            model.compile()
+            # A wrapper, not in place: evaluation and sampling call the eager module inside it
+            # (:func:`~scratchllm.train.checkpoint.unwrap_model`) instead of recompiling for eval mode and the
+            # KV-cache shapes; checkpoint code strips the wrapper's ``_orig_mod.`` prefix.
+            model = torch.compile(model)
     if not env.distributed:
         return model
     if mode == "fsdp":
