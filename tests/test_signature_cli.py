@@ -104,3 +104,17 @@ def test_docstring_help_is_parsed():
     description, params = parse_docstring(job.__doc__)
     assert description == "Do a job."
     assert params["vocab_size"] == "how many tokens in total."
+
+
+def test_positional_parameters_take_a_bare_word_or_the_flag():
+    from scratchllm.signature_cli import positional
+
+    @positional("name")
+    def fetch(name: str = "", force: bool = False):
+        return name, force
+
+    parser = argparse.ArgumentParser()
+    add_command(parser.add_subparsers(), "fetch", fetch)
+    for argv in (["fetch", "gpt2", "--force"], ["fetch", "--name", "gpt2", "--force"]):
+        ns = parser.parse_args(argv)
+        assert fetch(**ns._command.kwargs_from(ns)) == ("gpt2", True)

@@ -5,6 +5,8 @@ file, and its Google-style docstring is the help text. Parameter ``max_new_token
 a dataclass parameter ``train`` becomes a group of ``--train.lr``-style flags and a ``train:`` mapping in YAML.
 Precedence is: function default < YAML file < flag on the command line.
 
+A parameter listed with :func:`positional` may also be given without its flag (``scratchllm download NAME``).
+
 Supported annotations: ``int``, ``float``, ``str``, ``bool`` (``--flag`` / ``--no-flag``), ``pathlib.Path``,
 ``Literal[...]``, ``X | None``, ``list[X]`` (``--input a b c``) and dataclasses whose fields use those types.
 """
@@ -112,6 +114,16 @@ def build_dataclass(cls: type, data: dict[str, Any], where: str) -> Any:
         return cls(**values)
     except TypeError as exc:
         raise ScratchLLMError(f"{where}: {exc}") from None
+
+
+def positional(*names: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: let ``names`` be given as bare positional words as well as ``--flags``."""
+
+    def mark(func: Callable[..., Any]) -> Callable[..., Any]:
+        func.__positional__ = names  # type: ignore[attr-defined]
+        return func
+
+    return mark
 
 
 # --------------------------------------------------------------------------------------------- docstrings
@@ -293,6 +305,14 @@ def add_command(subparsers: Any, name: str, func: Callable[..., Any]) -> Command
                 )
         else:
             options.append(_add_option(parser, pname, tp, default, arg_help.get(pname, "")))
+            if pname in getattr(func, "__positional__", ()):
+                parser.add_argument(
+                    pname,
+                    nargs="?",
+                    default=argparse.SUPPRESS,
+                    metavar=pname.upper(),
+                    help=f"same as {_flag(pname)}",
+                )
     command = Command(func, name, options)
     parser.set_defaults(_command=command)
     return command

@@ -110,12 +110,7 @@ def test_unknown_name_and_cli(tmp_path, mirror, capsys):
     assert main(["download", "--list"]) == 0
     listing = capsys.readouterr().out
     assert all(name in listing for name in REGISTRY)
-    assert (
-        main(["download", "--name", "tiny-shakespeare", "--cache-dir", str(tmp_path / "c"), "--mirror", url])
-        == 0
-    )
+    assert main(["download", "tiny-shakespeare", "--cache-dir", str(tmp_path / "c"), "--mirror", url]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "c" / "tiny-shakespeare" / "input.txt")
-    assert (
-        main(["download", "--name", "the-verdict", "--cache-dir", str(tmp_path / "c"), "--mirror", url]) == 2
-    )
+    assert main(["download", "the-verdict", "--cache-dir", str(tmp_path / "c"), "--mirror", url]) == 2
     assert "does not match" in capsys.readouterr().err

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from scratchllm.errors import ScratchLLMError
+from scratchllm.signature_cli import positional
 
 
 def prepare(
@@ -82,6 +83,7 @@ def prepare(
     print(f"wrote {out}")
 
 
+@positional("name")
 def download(
     name: str = "",
     cache_dir: Path | None = None,
