@@ -27,6 +27,15 @@ class ByteTokenizer:
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models run fastest on one thread, and stay fast when other processes share the CPU."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def spiky_model(context_length: int = 64, vocab_size: int = 257, seed: int = 0) -> GPTModel:
     """A tiny model with large random weights, so its next-token distribution is far from uniform and greedy
     choices are not decided by float noise."""

@@ -14,6 +14,15 @@ from scratchllm.model import GPTModel
 from scratchllm.weights import load_model, save_model
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models run fastest on one thread, and stay fast when other processes share the CPU."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def tiny(**overrides) -> ModelConfig:
     base = dict(vocab_size=97, context_length=37, emb_dim=24, n_heads=3, n_layers=2)
     return ModelConfig(**{**base, **overrides})
