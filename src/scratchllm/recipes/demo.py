@@ -29,7 +29,7 @@ from scratchllm.config import DataSpec, ModelSpec, TrainConfig
 DEMO_MODEL = ModelSpec(preset="tiny", context_length=128, emb_dim=192, n_heads=6, n_layers=4, drop_rate=0.0)
 DEMO_TRAIN = TrainConfig(
     micro_batch_size=16,
-    max_steps=600,
+    max_steps=1000,
     max_minutes=10,
     lr=2.0e-3,
     min_lr=2.0e-4,
@@ -37,10 +37,10 @@ DEMO_TRAIN = TrainConfig(
     weight_decay=0.1,
     grad_clip=1.0,
     precision="auto",
-    eval_every=100,
+    eval_every=125,
     eval_batches=8,
     log_every=10,
-    save_every=200,
+    save_every=250,
     keep_last=1,
     sample_prompt="The",
     sample_tokens=40,
