@@ -58,3 +58,9 @@ def test_demo_runs_the_whole_pipeline(tmp_path, shared_data, capsys):
     assert max(steps) == 6
     assert any(r["val_loss"] for r in rows)
     assert list((out / "pretrain" / "checkpoints").glob("step-6"))
+
+    # The checkpoint generates on its own: `scratchllm generate` finds the run's tokenizer copy.
+    capsys.readouterr()
+    checkpoint = out / "pretrain" / "checkpoints" / "step-6"
+    assert main(["generate", "--model", str(checkpoint), "--prompt", "I had", "--max-new-tokens", "3"]) == 0
+    assert capsys.readouterr().out.startswith("I had")

@@ -11,8 +11,10 @@ from scratchllm.errors import ScratchLLMError
 def _tokenizer_dir(model: Path, tokenizer: Path | None) -> Path:
     if tokenizer is not None:
         return tokenizer
-    if (model / "tokenizer").is_dir():
-        return model / "tokenizer"
+    # MODEL/tokenizer, or the run folder's copy for a pretraining checkpoint (RUN/checkpoints/step-N)
+    for candidate in (model / "tokenizer", model.parent.parent / "tokenizer"):
+        if candidate.is_dir():
+            return candidate
     return model  # a Hugging Face folder keeps vocab.json + merges.txt beside the weights
 
 
@@ -36,7 +38,7 @@ def generate(
     Args:
         model: our checkpoint folder or a Hugging Face GPT-2 folder.
         prompt: text to continue.
-        tokenizer: tokenizer folder; defaults to MODEL/tokenizer if present, else MODEL itself.
+        tokenizer: tokenizer folder; defaults to MODEL/tokenizer, then the run's tokenizer for a RUN/checkpoints/step-N folder, else MODEL itself.
         max_new_tokens: how many tokens to generate at most (stops earlier at <|endoftext|>).
         temperature: 0 picks the most likely token (greedy); higher values sample more freely.
         top_k: sample only among the k most likely tokens.
