@@ -39,14 +39,9 @@ def resolve_inputs(patterns: list[str]) -> list[Path]:
 
 
 def _read_stdin(errors: str) -> str:
-    data = sys.stdin.buffer.read()
-    try:
-        return data.decode("utf-8", errors=errors)
-    except UnicodeDecodeError as exc:
-        raise ScratchLLMError(
-            f"stdin: not UTF-8 text (byte offset {exc.start}: {data[exc.start : exc.start + 1]!r}); "
-            "use --errors replace to replace bad bytes"
-        ) from None
+    from scratchllm.tokenizer.bpe_train import decode_text
+
+    return decode_text(sys.stdin.buffer.read(), "stdin", errors)
 
 
 def train(

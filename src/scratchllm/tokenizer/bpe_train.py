@@ -32,6 +32,17 @@ _PARALLEL_MIN_CHARS = 2_000_000  # below this, starting worker processes costs m
 _CHUNK_CHARS = 1_000_000
 
 
+def decode_text(data: bytes, where: str, errors: str = "strict") -> str:
+    """Decode UTF-8; bad bytes raise an error naming ``where`` and the byte offset (or become U+FFFD)."""
+    try:
+        return data.decode("utf-8", errors=errors)
+    except UnicodeDecodeError as exc:
+        raise ScratchLLMError(
+            f"{where}: not UTF-8 text (byte offset {exc.start}: {data[exc.start : exc.start + 1]!r}); "
+            "use --errors replace to replace bad bytes"
+        ) from None
+
+
 def read_text_file(path: Path, errors: str = "strict") -> str:
     """Read UTF-8 text; bad bytes raise an error naming the file and byte offset (or become U+FFFD)."""
     try:
@@ -40,13 +51,7 @@ def read_text_file(path: Path, errors: str = "strict") -> str:
         raise ScratchLLMError(f"{path}: file not found") from None
     except IsADirectoryError:
         raise ScratchLLMError(f"{path}: is a folder, expected a text file") from None
-    try:
-        return data.decode("utf-8", errors=errors)
-    except UnicodeDecodeError as exc:
-        raise ScratchLLMError(
-            f"{path}: not UTF-8 text (byte offset {exc.start}: {data[exc.start : exc.start + 1]!r}); "
-            "use --errors replace to replace bad bytes"
-        ) from None
+    return decode_text(data, str(path), errors)
 
 
 def _split_for_workers(text: str, size: int) -> list[str]:
