@@ -3,7 +3,12 @@
 Greedy decoding, batch 1, a random prompt of --prompt-len tokens and --new-tokens new tokens (the EOS token is
 never allowed to stop either side early: ours has no eos_id, HF gets ``min_new_tokens``). Weights are random
 (no downloads); ours are exported with scratchllm.weights.to_hf and loaded by transformers. Tokens/s counts new
-tokens over the whole call (prefill included). The run also checks that all three produce the same tokens.
+tokens over the whole call (prefill included). The run also checks that all decoders produce the same tokens.
+
+"ours" is the model as ``scratchllm generate`` prepares it (:func:`scratchllm.model.optimize_for_decoding`:
+column-major weights on CPU); the "row-major" row is the same model without that step. Decoding one token
+reads every weight once, so the last line gives the ceiling that this machine's memory bandwidth (measured
+here by summing a 512 MiB tensor) puts on any implementation at each precision.
 
     .venv/bin/python benchmarks/bench_generation.py                       # gpt2-small, 32 + 200, fp32 and bf16
     .venv/bin/python benchmarks/bench_generation.py --preset tiny --new-tokens 20 --dtypes fp32
@@ -22,7 +27,7 @@ import torch
 
 from scratchllm.config import ModelConfig
 from scratchllm.generation import generate
-from scratchllm.model import GPTModel
+from scratchllm.model import GPTModel, optimize_for_decoding, set_weight_layout
 from scratchllm.weights import to_hf
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -62,13 +67,41 @@ def main() -> None:
         f"torch {torch.__version__}"
     )
     print(f"{'dtype':<6} {'model':<28} {'tokens/s':>9} {'vs HF':>7} {'vs uncached':>12} {'same tokens':>12}")
+    bandwidth = read_bandwidth()
     for name in args.dtypes:
         dtype = DTYPES[name]
-        run_dtype(name, base.to(dtype), hf_base.to(dtype), prompt, n, args.repeats, args.skip_uncached)
+        ours = optimize_for_decoding(base.to(dtype))
+        row_major = set_weight_layout(GPTModel(cfg).to(dtype).eval(), "row")
+        row_major.load_state_dict(ours.state_dict())
+        run_dtype(name, ours, row_major, hf_base.to(dtype), prompt, n, args.repeats, args.skip_uncached)
+        weight_bytes = (ours.num_parameters() - ours.pos_emb.weight.numel()) * dtype.itemsize
+        print(
+            f"{name:<6} memory-bandwidth ceiling: {bandwidth / 1e9:.1f} GB/s read / "
+            f"{weight_bytes / 1e6:.0f} MB of weights per token = {bandwidth / weight_bytes:.1f} tokens/s"
+        )
+
+
+def read_bandwidth(size_mib: int = 512, repeats: int = 5) -> float:
+    """Bytes/s this machine streams from memory into torch, with torch's threads: the best of a few sums."""
+    x = torch.ones(size_mib * 2**20 // 4)
+    x.sum()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        x.sum()
+        best = min(best, time.perf_counter() - t0)
+    return x.numel() * 4 / best
 
 
 def run_dtype(
-    name: str, ours: GPTModel, hf: Any, prompt: torch.Tensor, n: int, repeats: int, skip_uncached: bool
+    name: str,
+    ours: GPTModel,
+    row_major: GPTModel,
+    hf: Any,
+    prompt: torch.Tensor,
+    n: int,
+    repeats: int,
+    skip_uncached: bool,
 ) -> None:
     """Time the three decoders for one dtype and print their rows."""
     hf.generation_config.pad_token_id = hf.generation_config.eos_token_id
@@ -88,6 +121,7 @@ def run_dtype(
 
     rows = {
         "ours, KV cache": lambda k: generate(ours, prompt, k, use_cache=True)[0],
+        "ours, KV cache, row-major": lambda k: generate(row_major, prompt, k, use_cache=True)[0],
         "HF generate (use_cache)": hf_generate,
     }
     if not skip_uncached:

@@ -60,11 +60,12 @@ def generate(
 
     from scratchllm import generation
     from scratchllm import tokenizer as tokenizers
+    from scratchllm.model import optimize_for_decoding
     from scratchllm.weights import load_model
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    net = load_model(model, device=device)
+    net = optimize_for_decoding(load_model(model, device=device))
     tok = tokenizers.load(_tokenizer_dir(model, tokenizer))
     n_prompt = len(tok.encode(prompt, allowed_special="all"))
     ctx = net.config.context_length

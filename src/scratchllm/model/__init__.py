@@ -20,6 +20,7 @@ from scratchllm.model.gpt import (
     TransformerBlock,
     model_summary,
 )
+from scratchllm.model.layout import optimize_for_decoding, set_weight_layout, weight_layout
 
 __all__ = [
     "GELU",
@@ -35,5 +36,8 @@ __all__ = [
     "SimplifiedSelfAttention",
     "TransformerBlock",
     "model_summary",
+    "optimize_for_decoding",
+    "set_weight_layout",
     "simplified_self_attention",
+    "weight_layout",
 ]

@@ -85,6 +85,7 @@ def run_demo(
     from scratchllm.data.prepare import prepare
     from scratchllm.data.readers import expand_inputs
     from scratchllm.generation import generate_text
+    from scratchllm.model import optimize_for_decoding
     from scratchllm.recipes.pretrain import run_pretrain
     from scratchllm.tokenizer import load, train_bpe
     from scratchllm.weights import load_model
@@ -126,10 +127,9 @@ def run_demo(
 
     log("== 5/5 generate")
     checkpoint = summary.get("checkpoint")
-    net = load_model(checkpoint) if checkpoint else None
+    net = optimize_for_decoding(load_model(checkpoint)) if checkpoint else None
     generated: dict[str, str] = {}
     if net is not None:
-        net.eval()
         tok = load(tokenizer_dir)
         for prompt in prompts:
             text = generate_text(
