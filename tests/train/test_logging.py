@@ -69,3 +69,39 @@ def test_disabled_logger_writes_nothing(tmp_path):
     logger = MetricsLogger(tmp_path / "run", enabled=False)
     logger.log_train({"step": 1, "tokens_seen": 1, "train_loss": 1.0}, "x")
     assert not (tmp_path / "run").exists()
+
+
+def tensorboard_scalars(folder, tag):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+    events.Reload()
+    return [(e.step, round(e.value, 6)) for e in events.Scalars(tag)]
+
+
+def test_tensorboard_gets_the_same_points_and_a_resume_replaces_the_tail(tmp_path):
+    logger = MetricsLogger(tmp_path, stream=io.StringIO())
+    for step in (1, 2, 3, 4):
+        logger.log_train({"step": step, "tokens_seen": step, "train_loss": 5.0 - step / 10, "lr": 0.1})
+    logger.log_eval(
+        {"step": 4, "tokens_seen": 4, "train_loss": 4.6, "val_loss": 4.7, "val_perplexity": 110.0}
+    )
+    logger.close()
+    assert tensorboard_scalars(tmp_path / "tensorboard", "train/train_loss") == [
+        (1, 4.9),
+        (2, 4.8),
+        (3, 4.7),
+        (4, 4.6),
+    ]
+    assert tensorboard_scalars(tmp_path / "tensorboard", "eval/val_loss") == [(4, 4.7)]
+    # Resumed from step 2: steps 3 and 4 are trained again (other losses); TensorBoard must show the new ones.
+    resumed = MetricsLogger(tmp_path, resume_step=2, stream=io.StringIO())
+    for step in (3, 4):
+        resumed.log_train({"step": step, "tokens_seen": step, "train_loss": 1.0 + step, "lr": 0.1})
+    resumed.close()
+    assert tensorboard_scalars(tmp_path / "tensorboard", "train/train_loss") == [
+        (1, 4.9),
+        (2, 4.8),
+        (3, 4.0),
+        (4, 5.0),
+    ]
