@@ -7,7 +7,7 @@ whole weight matrix from memory once per token: decoding is bound by memory band
 
 On CPU, MKL streams a matrix-vector product much faster when ``W.T`` is the contiguous one, i.e. when the
 weight is stored column-major (measured on 2 AVX2 cores: GPT-2's 50257 x 768 LM head 10.9 -> 18.9 GB/s,
-gpt2-small decoding 16.6 -> 23.0 tokens/s; see ``benchmarks/bench_generation.py``). That holds for fp32
+gpt2-small decoding 16.9 -> 20.8 tokens/s; see ``benchmarks/bench_generation.py``). That holds for fp32
 only: in bf16 the row-major layout is the fast one, and :func:`optimize_for_decoding` knows it. Hugging Face's GPT-2 keeps
 its ``Conv1D`` weights that way for the same reason. Training, on the other hand, runs about 15 % slower with
 column-major weights here, which is why this is a switch applied when a model is loaded for inference and not
