@@ -325,3 +325,39 @@ def test_fast_and_plain_encoders_agree(shared_data, tok):
     fast, plain = _array_encoder(tok)(text), _array_encoder(python_tok)(text)
     assert fast.dtype == plain.dtype == np.uint16
     assert fast.tolist() == plain.tolist() == tok.encode_ordinary(text)
+
+
+def test_txt_paragraphs_are_documents_for_dedup_split_and_eot(tmp_path, gpt2_tokenizer_dir, tok):
+    corpus = "Alpha para one.\nmore alpha.\n\nBeta para.\n\nAlpha para one.\nmore alpha.\n\n\nGamma.\n"
+    (tmp_path / "corpus.txt").write_text(corpus, encoding="utf-8")
+    code = main(
+        [
+            "prepare",
+            "--input", str(tmp_path / "corpus.txt"),
+            "--tokenizer", str(gpt2_tokenizer_dir),
+            "--out", str(tmp_path / "o"),
+            "--txt-documents", "paragraphs",
+            "--val-fraction", "0",
+            "--no-progress",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    meta = json.loads((tmp_path / "o" / "meta.json").read_text(encoding="utf-8"))
+    assert meta["settings"]["txt_documents"] == "paragraphs"
+    assert meta["sources"][0]["documents"] == 4 and meta["documents"]["dropped"]["duplicates"] == 1
+    text = tok.decode(_read_split(tmp_path / "o", meta, "train").tolist())
+    assert text == "Alpha para one.\nmore alpha.<|endoftext|>Beta para.<|endoftext|>Gamma.<|endoftext|>"
+
+
+def test_gutenberg_strip_needs_whole_file_documents(tmp_path, gpt2_tokenizer_dir):
+    (tmp_path / "a.txt").write_text("x\n\ny\n", encoding="utf-8")
+    with pytest.raises(ScratchLLMError, match="strip_gutenberg needs each .txt file to be one document"):
+        prepare(
+            [tmp_path / "a.txt"],
+            gpt2_tokenizer_dir,
+            tmp_path / "o",
+            strip_gutenberg=True,
+            txt_documents="lines",
+            progress=False,
+        )
+    assert not (tmp_path / "o").exists()

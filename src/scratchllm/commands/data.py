@@ -23,6 +23,7 @@ def prepare(
     max_repeated_line_ratio: float = 0.5,
     strip_gutenberg: bool = False,
     encoding_errors: Literal["strict", "replace"] = "strict",
+    txt_documents: Literal["file", "paragraphs", "lines"] = "file",
     seed: int = 0,
     overwrite: bool = False,
     progress: bool = True,
@@ -32,7 +33,7 @@ def prepare(
     Use `--input stdlib` for the built-in corpus: the docstrings and comments of Python's standard library.
 
     Args:
-        input: files, folders or globs (.txt: one document per file; .jsonl: one per line; .parquet: one per row).
+        input: files, folders or globs (.txt: one document per file, see --txt-documents; .jsonl: one per line; .parquet: one per row).
         tokenizer: tokenizer folder (e.g. GPT-2's encoder.json + vocab.bpe, or one from `scratchllm tokenizer train`).
         out: output folder for shards and meta.json; written atomically.
         text_field: JSONL field / parquet column holding the text.
@@ -45,6 +46,7 @@ def prepare(
         max_repeated_line_ratio: drop documents whose share of repeated-line characters is higher (1 disables).
         strip_gutenberg: keep only the text between Project Gutenberg's *** START/END OF ... *** lines.
         encoding_errors: what to do with bytes that are not UTF-8: stop with an error, or replace them with U+FFFD.
+        txt_documents: what one document is in a .txt file: the whole file (a book), each blank-line-separated paragraph, or each line (paragraphs and lines stream large corpus files).
         seed: seed of the train/val split.
         overwrite: replace an existing --out folder.
         progress: show a progress bar on stderr.
@@ -75,6 +77,7 @@ def prepare(
         max_repeated_line_ratio=max_repeated_line_ratio,
         strip_gutenberg=strip_gutenberg,
         encoding_errors=encoding_errors,
+        txt_documents=txt_documents,
         seed=seed,
         overwrite=overwrite,
         progress=progress,

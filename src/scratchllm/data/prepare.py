@@ -33,7 +33,14 @@ from typing import Any
 import numpy as np
 
 from scratchllm.data.clean import Filters, dedup_key, normalize_text, strip_gutenberg
-from scratchllm.data.readers import EncodingErrors, expand_inputs, read_documents
+from scratchllm.data.readers import (
+    LARGE_TXT_BYTES,
+    TXT_DOCUMENTS,
+    EncodingErrors,
+    TxtDocuments,
+    expand_inputs,
+    read_documents,
+)
 from scratchllm.data.shards import FORMAT, FORMAT_VERSION, META_FILE, ShardWriter, file_sha256, token_dtype
 from scratchllm.errors import ScratchLLMError
 
@@ -104,14 +111,18 @@ def _process_batch(texts: list[str]) -> list[tuple[str | None, bytes, bytes]]:
 
 # ----------------------------------------------------------------------------------------------- main
 def _batches(
-    files: list[Path], text_field: str, encoding_errors: EncodingErrors, stats: list[dict[str, Any]]
+    files: list[Path],
+    text_field: str,
+    encoding_errors: EncodingErrors,
+    txt_documents: TxtDocuments,
+    stats: list[dict[str, Any]],
 ) -> Iterator[tuple[list[str], list[int], int]]:
     """Group documents into (texts, source indices, raw bytes) batches, counting per-source documents."""
     texts: list[str] = []
     sources: list[int] = []
     chars = nbytes = 0
     for index, path in enumerate(files):
-        for doc in read_documents(path, text_field, encoding_errors):
+        for doc in read_documents(path, text_field, encoding_errors, txt_documents):
             texts.append(doc.text)
             sources.append(index)
             chars += len(doc.text)
@@ -249,6 +260,7 @@ def prepare(
     max_repeated_line_ratio: float = 0.5,
     strip_gutenberg: bool = False,
     encoding_errors: EncodingErrors = "strict",
+    txt_documents: TxtDocuments = "file",
     seed: int = 0,
     overwrite: bool = False,
     progress: bool = True,
@@ -263,6 +275,15 @@ def prepare(
         raise ScratchLLMError(f"encoding_errors: expected 'strict' or 'replace', got {encoding_errors!r}")
     if workers < 1:
         raise ScratchLLMError(f"workers: expected at least 1, got {workers}")
+    if txt_documents not in TXT_DOCUMENTS:
+        raise ScratchLLMError(
+            f"txt_documents: expected one of {', '.join(TXT_DOCUMENTS)}, got {txt_documents!r}"
+        )
+    if strip_gutenberg and txt_documents != "file":
+        raise ScratchLLMError(
+            "strip_gutenberg needs each .txt file to be one document (a book); it cannot be combined with "
+            f"txt_documents={txt_documents!r}"
+        )
     if isinstance(inputs, (str, Path)):
         inputs = [inputs]
     out_dir = Path(out_dir)
@@ -273,8 +294,16 @@ def prepare(
         )
     files = expand_inputs(inputs)
     for path in files:
-        if path.stat().st_size == 0:
+        size = path.stat().st_size
+        if size == 0:
             raise ScratchLLMError(f"{path}: file is empty")
+        if txt_documents == "file" and path.suffix.lower() == ".txt" and size > LARGE_TXT_BYTES:
+            print(
+                f"scratchllm: warning: {path} ({size / 2**30:.1f} GiB) is read into memory as one document; "
+                "if it holds one document per line or per paragraph, pass --txt-documents lines or paragraphs "
+                "to stream it",
+                file=sys.stderr,
+            )
     tok, info = _tokenizer_info(tokenizer_dir)
     if info["eot_id"] is None:
         raise ScratchLLMError(f"{tokenizer_dir}: tokenizer has no <|endoftext|> token to separate documents")
@@ -290,7 +319,7 @@ def prepare(
         writers = {split: ShardWriter(tmp, split, dtype, shard_tokens) for split in ("train", "val")}
         dropped = dict.fromkeys((*FILTER_NAMES, "duplicates"), 0)
         seen: set[bytes] = set()
-        batches = _batches(files, text_field, encoding_errors, sources)
+        batches = _batches(files, text_field, encoding_errors, txt_documents, sources)
         pool = _make_pool(workers, str(tokenizer_dir), settings, tok)  # before tqdm starts its thread
         bar = _progress_bar(sum(s["bytes"] for s in sources), progress)
         for (_texts, source_ids, nbytes), results in _ordered_results(batches, pool, workers):
@@ -343,6 +372,7 @@ def prepare(
                 **asdict(filters),
                 "strip_gutenberg": strip_gutenberg,
                 "encoding_errors": encoding_errors,
+                "txt_documents": txt_documents,
                 "seed": seed,
             },
         }

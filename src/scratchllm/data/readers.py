@@ -1,8 +1,10 @@
 """Read documents from .txt, .jsonl and .parquet files, one at a time, naming the place of any bad input.
 
 A *document* is the unit that deduplication, filtering and the train/val split work on and that ``<|endoftext|>``
-separates: a whole ``.txt`` file, one line of a ``.jsonl`` file, one row of a ``.parquet`` file. Readers stream, so
-a corpus larger than memory is fine as long as each single document fits.
+separates: one line of a ``.jsonl`` file, one row of a ``.parquet`` file, and for ``.txt`` by default the whole
+file (a book). A large ``.txt`` corpus usually holds many documents, one per line or separated by blank lines (a
+Wikipedia dump, a crawl); ``txt_documents="lines"`` or ``"paragraphs"`` reads those one at a time. Readers stream,
+so a corpus larger than memory is fine as long as each single document fits.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ from scratchllm.errors import ScratchLLMError
 
 SUPPORTED_SUFFIXES = (".txt", ".jsonl", ".parquet")
 EncodingErrors = Literal["strict", "replace"]
+TxtDocuments = Literal["file", "paragraphs", "lines"]
+TXT_DOCUMENTS = ("file", "paragraphs", "lines")
+# A .txt read as one document is held in memory whole; past this size that is probably not what was meant.
+LARGE_TXT_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -82,13 +88,45 @@ def decode_utf8(data: bytes, where: str, errors: EncodingErrors, base_offset: in
         ) from None
 
 
-def read_txt(path: Path, errors: EncodingErrors = "strict") -> Iterator[Document]:
-    """A ``.txt`` file is one document."""
-    data = path.read_bytes()
-    text = decode_utf8(data, str(path), errors)
-    if text.startswith("\ufeff"):  # a byte-order mark is not part of the text
-        text = text[1:]
-    yield Document(text, str(path), len(data))
+def read_txt(
+    path: Path, errors: EncodingErrors = "strict", documents: TxtDocuments = "file"
+) -> Iterator[Document]:
+    """Documents of a ``.txt`` file: the whole file, or each blank-line-separated paragraph, or each line.
+
+    ``paragraphs`` and ``lines`` stream the file line by line (memory holds one document); their ``where`` is
+    ``file:line`` of the document's first line. Blank lines never make documents.
+    """
+    if documents == "file":
+        data = path.read_bytes()
+        text = decode_utf8(data, str(path), errors)
+        if text.startswith("\ufeff"):  # a byte-order mark is not part of the text
+            text = text[1:]
+        yield Document(text, str(path), len(data))
+        return
+    if documents not in TXT_DOCUMENTS:
+        raise ScratchLLMError(f"txt_documents: expected one of {', '.join(TXT_DOCUMENTS)}, got {documents!r}")
+    lines: list[str] = []
+    first = nbytes = offset = 0
+    with path.open("rb") as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            line = decode_utf8(raw, f"{path}:{lineno}", errors, base_offset=offset)
+            if offset == 0 and line.startswith("\ufeff"):
+                line = line[1:]
+            offset += len(raw)
+            if not line.strip():
+                if lines:
+                    yield Document("".join(lines).rstrip("\r\n"), f"{path}:{first}", nbytes)
+                    lines, nbytes = [], 0
+                continue
+            if not lines:
+                first = lineno
+            lines.append(line)
+            nbytes += len(raw)
+            if documents == "lines":
+                yield Document(line.rstrip("\r\n"), f"{path}:{lineno}", nbytes)
+                lines, nbytes = [], 0
+    if lines:
+        yield Document("".join(lines).rstrip("\r\n"), f"{path}:{first}", nbytes)
 
 
 def read_jsonl(path: Path, text_field: str = "text", errors: EncodingErrors = "strict") -> Iterator[Document]:
@@ -153,14 +191,17 @@ def read_parquet(path: Path, text_field: str = "text") -> Iterator[Document]:
 
 
 def read_documents(
-    path: Path, text_field: str = "text", encoding_errors: EncodingErrors = "strict"
+    path: Path,
+    text_field: str = "text",
+    encoding_errors: EncodingErrors = "strict",
+    txt_documents: TxtDocuments = "file",
 ) -> Iterator[Document]:
-    """Dispatch on the file suffix."""
+    """Dispatch on the file suffix (``txt_documents`` says what a document is in a ``.txt`` file)."""
     suffix = path.suffix.lower()
     if not path.is_file():
         raise ScratchLLMError(f"{path}: no such file")
     if suffix == ".txt":
-        return read_txt(path, encoding_errors)
+        return read_txt(path, encoding_errors, txt_documents)
     if suffix == ".jsonl":
         return read_jsonl(path, text_field, encoding_errors)
     if suffix == ".parquet":
