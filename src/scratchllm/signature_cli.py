@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 from scratchllm.errors import ScratchLLMError
+from scratchllm.utf8 import read_utf8
 
 _MISSING = object()
 
@@ -248,13 +249,11 @@ def load_yaml_mapping(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ScratchLLMError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(read_utf8(path))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         raise ScratchLLMError(f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
-    except UnicodeDecodeError as exc:
-        raise ScratchLLMError(f"{path}: not UTF-8 text (byte offset {exc.start})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

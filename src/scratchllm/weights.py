@@ -28,6 +28,7 @@ from torch import Tensor
 from scratchllm.config import ModelConfig
 from scratchllm.errors import ScratchLLMError
 from scratchllm.model import GPTModel
+from scratchllm.utf8 import read_utf8
 
 FORMAT = "scratchllm"
 WEIGHTS_FILE = "model.safetensors"
@@ -61,11 +62,9 @@ _HF_IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias")
 # ---------------------------------------------------------------------------------------- small helpers
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_utf8(path))
     except json.JSONDecodeError as exc:
         raise ScratchLLMError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
-    except UnicodeDecodeError as exc:
-        raise ScratchLLMError(f"{path}: not UTF-8 text (byte offset {exc.start})") from None
     if not isinstance(data, dict):
         raise ScratchLLMError(f"{path}: expected a JSON object at the top level")
     return data

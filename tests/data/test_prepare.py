@@ -201,10 +201,13 @@ def test_input_errors_name_the_place(tmp_path, gpt2_tokenizer_dir):
     with pytest.raises(ScratchLLMError, match="empty.txt: file is empty"):
         run(tmp_path / "empty.txt")
     (tmp_path / "latin1.txt").write_bytes("caf\u00e9 ok".encode("latin-1"))
-    with pytest.raises(ScratchLLMError, match=r"latin1.txt: invalid UTF-8 at byte offset 3 \(byte 0xe9\)"):
+    with pytest.raises(
+        ScratchLLMError,
+        match=r"latin1.txt: not UTF-8 text \(byte offset 3: 0xe9\); pass --encoding-errors replace",
+    ):
         run(tmp_path / "latin1.txt")
     (tmp_path / "bad.jsonl").write_bytes(b'{"text": "a"}\n{"text": "\xff"}\n')
-    with pytest.raises(ScratchLLMError, match=r"bad.jsonl:2: invalid UTF-8 at byte offset 24"):
+    with pytest.raises(ScratchLLMError, match=r"bad.jsonl:2: not UTF-8 text \(byte offset 24: "):
         run(tmp_path / "bad.jsonl")
     (tmp_path / "field.jsonl").write_text('{"text": "a"}\n\n{"body": "b"}\n', encoding="utf-8")
     with pytest.raises(ScratchLLMError, match=r"field.jsonl:3: missing text field 'text' \(fields: 'body'\)"):

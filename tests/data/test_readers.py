@@ -52,7 +52,7 @@ def test_lines_are_documents_and_blank_lines_are_not(tmp_path):
 def test_bad_utf8_names_the_line_and_the_file_offset(tmp_path):
     path = tmp_path / "a.txt"
     path.write_bytes(b"ok line\n\nfine\nbad \xff byte\n")
-    with pytest.raises(ScratchLLMError, match=r"a\.txt:4: invalid UTF-8 at byte offset 18 \(byte 0xff\)"):
+    with pytest.raises(ScratchLLMError, match=r"a\.txt:4: not UTF-8 text \(byte offset 18: 0xff\)"):
         list(read_txt(path, documents="paragraphs"))
     texts = [d.text for d in read_txt(path, "replace", documents="lines")]
     assert texts == ["ok line", "fine", "bad \ufffd byte"]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from scratchllm import utf8
 from scratchllm.errors import ScratchLLMError
 
 SUPPORTED_SUFFIXES = (".txt", ".jsonl", ".parquet")
@@ -77,15 +78,8 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
 
 
 def decode_utf8(data: bytes, where: str, errors: EncodingErrors, base_offset: int = 0) -> str:
-    """Decode UTF-8, or raise an error naming the byte offset of the first bad byte."""
-    try:
-        return data.decode("utf-8", errors=errors)
-    except UnicodeDecodeError as exc:
-        offset = base_offset + exc.start
-        raise ScratchLLMError(
-            f"{where}: invalid UTF-8 at byte offset {offset} (byte 0x{data[exc.start]:02x}); "
-            "expected UTF-8 text (pass --encoding-errors replace to substitute U+FFFD)"
-        ) from None
+    """UTF-8 with errors that name ``where``, the byte offset and ``prepare``'s switch for bad bytes."""
+    return utf8.decode_utf8(data, where, errors, base_offset=base_offset, replace_flag="--encoding-errors")
 
 
 def read_txt(

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import regex
 
 from scratchllm.errors import ScratchLLMError
+from scratchllm.utf8 import read_utf8
 
 ENDOFTEXT = "<|endoftext|>"
 META_FILE = "scratchllm_tokenizer.json"
@@ -170,11 +171,7 @@ def write_json(path: Path, data: Any) -> None:
 def read_json(path: Path) -> Any:
     """Read a JSON file; errors name the file and line."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ScratchLLMError(f"{path}: file not found") from None
-    except UnicodeDecodeError as exc:
-        raise ScratchLLMError(f"{path}: not UTF-8 text (byte offset {exc.start})") from None
+        return json.loads(read_utf8(path))
     except json.JSONDecodeError as exc:
         raise ScratchLLMError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
 

@@ -27,31 +27,20 @@ import regex
 from scratchllm.errors import ScratchLLMError
 from scratchllm.tokenizer.base import ENDOFTEXT, special_regex
 from scratchllm.tokenizer.bpe import GPT2_PATTERN, Backend, BPETokenizer
+from scratchllm.utf8 import decode_utf8, read_utf8
 
 _PARALLEL_MIN_CHARS = 2_000_000  # below this, starting worker processes costs more than it saves
 _CHUNK_CHARS = 1_000_000
 
 
 def decode_text(data: bytes, where: str, errors: str = "strict") -> str:
-    """Decode UTF-8; bad bytes raise an error naming ``where`` and the byte offset (or become U+FFFD)."""
-    try:
-        return data.decode("utf-8", errors=errors)
-    except UnicodeDecodeError as exc:
-        raise ScratchLLMError(
-            f"{where}: not UTF-8 text (byte offset {exc.start}: {data[exc.start : exc.start + 1]!r}); "
-            "use --errors replace to replace bad bytes"
-        ) from None
+    """UTF-8 with errors that name ``where``, the byte offset and the tokenizer commands' ``--errors`` switch."""
+    return decode_utf8(data, where, errors, replace_flag="--errors")
 
 
 def read_text_file(path: Path, errors: str = "strict") -> str:
     """Read UTF-8 text; bad bytes raise an error naming the file and byte offset (or become U+FFFD)."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ScratchLLMError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise ScratchLLMError(f"{path}: is a folder, expected a text file") from None
-    return decode_text(data, str(path), errors)
+    return read_utf8(path, errors, replace_flag="--errors")
 
 
 def _split_for_workers(text: str, size: int) -> list[str]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from scratchllm.errors import ScratchLLMError
 from scratchllm.tokenizer.base import ENDOFTEXT, read_json
 from scratchllm.tokenizer.bpe import GPT2_PATTERN, Backend, BPETokenizer
+from scratchllm.utf8 import read_utf8
 
 __all__ = ["GPT2_PATTERN", "bytes_to_unicode", "gpt2_files", "load_gpt2"]
 
@@ -82,10 +83,7 @@ def load_gpt2(folder: str | Path, backend: Backend = "auto") -> BPETokenizer:
         if ch not in encoder:
             raise ScratchLLMError(f"{vocab_path}: single-byte token {ch!r} (byte {b}) is missing")
         ranks[bytes([b])] = encoder[ch]
-    try:
-        lines = merges_path.read_text(encoding="utf-8").split("\n")
-    except UnicodeDecodeError as exc:
-        raise ScratchLLMError(f"{merges_path}: not UTF-8 text (byte offset {exc.start})") from None
+    lines = read_utf8(merges_path).split("\n")
     for lineno, line in enumerate(lines, 1):
         if not line or line.startswith("#version"):
             continue

@@ -1,0 +1,48 @@
+"""One way to turn bytes into text: UTF-8, with an error that says where the first bad byte is.
+
+Every file the project reads as text (corpora, tokenizer files, configs, checkpoints' JSON) and stdin goes
+through here, so a bad byte is always reported the same way: the file (and line), the byte offset, the byte,
+and the command-line switch that would replace bad bytes with U+FFFD where the command has one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from scratchllm.errors import ScratchLLMError
+
+
+def decode_utf8(
+    data: bytes,
+    where: str,
+    errors: str = "strict",
+    *,
+    base_offset: int = 0,
+    replace_flag: str | None = None,
+) -> str:
+    """Decode ``data``; with ``errors="strict"`` a bad byte raises a one-line :class:`ScratchLLMError`.
+
+    Args:
+        where: what to name in the message (``file``, ``file:line``, ``stdin``).
+        errors: ``"strict"`` or ``"replace"`` (bad bytes become U+FFFD).
+        base_offset: where ``data`` starts in its file, so the offset reported is the file's.
+        replace_flag: the switch to suggest (``--errors``), when the command has one.
+    """
+    try:
+        return data.decode("utf-8", errors=errors)
+    except UnicodeDecodeError as exc:
+        hint = f"; pass {replace_flag} replace to substitute U+FFFD" if replace_flag else ""
+        raise ScratchLLMError(
+            f"{where}: not UTF-8 text (byte offset {base_offset + exc.start}: 0x{data[exc.start]:02x}){hint}"
+        ) from None
+
+
+def read_utf8(path: Path, errors: str = "strict", *, replace_flag: str | None = None) -> str:
+    """Read a whole text file; a missing file, a folder or a bad byte gives a one-line error naming ``path``."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ScratchLLMError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise ScratchLLMError(f"{path}: is a folder, expected a text file") from None
+    return decode_utf8(data, str(path), errors, replace_flag=replace_flag)

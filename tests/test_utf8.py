@@ -1,0 +1,37 @@
+"""One UTF-8 decoder: every text reader reports a bad byte the same way."""
+
+from __future__ import annotations
+
+import pytest
+
+from scratchllm.cli import main
+from scratchllm.errors import ScratchLLMError
+from scratchllm.utf8 import decode_utf8, read_utf8
+
+
+def test_error_names_place_offset_byte_and_the_switch():
+    with pytest.raises(ScratchLLMError) as err:
+        decode_utf8("héllo".encode("latin-1"), "f.txt:3", base_offset=100, replace_flag="--errors")
+    assert (
+        str(err.value)
+        == "f.txt:3: not UTF-8 text (byte offset 101: 0xe9); pass --errors replace to substitute U+FFFD"
+    )
+    with pytest.raises(ScratchLLMError, match=r"^stdin: not UTF-8 text \(byte offset 0: 0xff\)$"):
+        decode_utf8(b"\xff", "stdin")
+    assert decode_utf8(b"a\xffb", "x", "replace") == "a\ufffdb"
+
+
+def test_read_utf8_names_missing_files_and_folders(tmp_path):
+    with pytest.raises(ScratchLLMError, match="nope.txt: file not found"):
+        read_utf8(tmp_path / "nope.txt")
+    with pytest.raises(ScratchLLMError, match="is a folder, expected a text file"):
+        read_utf8(tmp_path)
+    (tmp_path / "ok.txt").write_text("中文", encoding="utf-8")
+    assert read_utf8(tmp_path / "ok.txt") == "中文"
+
+
+def test_a_yaml_config_with_a_bad_byte_is_one_line(tmp_path, capsys):
+    (tmp_path / "c.yaml").write_bytes(b"max_new_tokens: 5\nprompt: caf\xe9\n")
+    code = main(["generate", "--config", str(tmp_path / "c.yaml"), "--model", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "c.yaml: not UTF-8 text (byte offset 29: 0xe9)" in err[0]
