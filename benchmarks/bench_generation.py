@@ -17,6 +17,7 @@ here by summing a 512 MiB tensor) puts on any implementation at each precision.
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import tempfile
 import time
@@ -71,8 +72,7 @@ def main() -> None:
     for name in args.dtypes:
         dtype = DTYPES[name]
         ours = optimize_for_decoding(base.to(dtype))
-        row_major = set_weight_layout(GPTModel(cfg).to(dtype).eval(), "row")
-        row_major.load_state_dict(ours.state_dict())
+        row_major = set_weight_layout(copy.deepcopy(ours), "row")
         run_dtype(name, ours, row_major, hf_base.to(dtype), prompt, n, args.repeats, args.skip_uncached)
         weight_bytes = (ours.num_parameters() - ours.pos_emb.weight.numel()) * dtype.itemsize
         print(

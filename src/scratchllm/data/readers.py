@@ -14,8 +14,9 @@ import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from scratchllm import utf8
 from scratchllm.errors import ScratchLLMError
@@ -23,7 +24,7 @@ from scratchllm.errors import ScratchLLMError
 SUPPORTED_SUFFIXES = (".txt", ".jsonl", ".parquet")
 EncodingErrors = Literal["strict", "replace"]
 TxtDocuments = Literal["file", "paragraphs", "lines"]
-TXT_DOCUMENTS = ("file", "paragraphs", "lines")
+TXT_DOCUMENTS: tuple[str, ...] = get_args(TxtDocuments)
 # A .txt read as one document is held in memory whole; past this size that is probably not what was meant.
 LARGE_TXT_BYTES = 1 << 30
 
@@ -82,78 +83,73 @@ def decode_utf8(data: bytes, where: str, errors: EncodingErrors, base_offset: in
     return utf8.decode_utf8(data, where, errors, base_offset=base_offset, replace_flag="--encoding-errors")
 
 
+def _decoded_lines(path: Path, errors: EncodingErrors) -> Iterator[tuple[int, int, str]]:
+    """``(line number, raw byte length, text)`` per line; a bad byte names ``file:line`` and its file offset."""
+    offset = 0
+    with path.open("rb") as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            yield lineno, len(raw), decode_utf8(raw, f"{path}:{lineno}", errors, base_offset=offset)
+            offset += len(raw)
+
+
 def read_txt(
     path: Path, errors: EncodingErrors = "strict", documents: TxtDocuments = "file"
 ) -> Iterator[Document]:
     """Documents of a ``.txt`` file: the whole file, or each blank-line-separated paragraph, or each line.
 
     ``paragraphs`` and ``lines`` stream the file line by line (memory holds one document); their ``where`` is
-    ``file:line`` of the document's first line. Blank lines never make documents.
+    ``file:line`` of the document's first line. Blank lines never make documents. A byte-order mark at the
+    start of the file is not part of the text.
     """
-    if documents == "file":
-        data = path.read_bytes()
-        text = decode_utf8(data, str(path), errors)
-        if text.startswith("\ufeff"):  # a byte-order mark is not part of the text
-            text = text[1:]
-        yield Document(text, str(path), len(data))
-        return
     if documents not in TXT_DOCUMENTS:
         raise ScratchLLMError(f"txt_documents: expected one of {', '.join(TXT_DOCUMENTS)}, got {documents!r}")
-    lines: list[str] = []
-    first = nbytes = offset = 0
-    with path.open("rb") as handle:
-        for lineno, raw in enumerate(handle, start=1):
-            line = decode_utf8(raw, f"{path}:{lineno}", errors, base_offset=offset)
-            if offset == 0 and line.startswith("\ufeff"):
-                line = line[1:]
-            offset += len(raw)
-            if not line.strip():
-                if lines:
-                    yield Document("".join(lines).rstrip("\r\n"), f"{path}:{first}", nbytes)
-                    lines, nbytes = [], 0
-                continue
-            if not lines:
+    if documents == "file":
+        data = path.read_bytes()
+        yield Document(decode_utf8(data, str(path), errors).removeprefix("\ufeff"), str(path), len(data))
+        return
+    block: list[str] = []
+    first = nbytes = 0
+    # A blank line after the last one ends the last paragraph like any other.
+    for lineno, size, line in chain(_decoded_lines(path, errors), [(0, 0, "")]):
+        if lineno == 1:
+            line = line.removeprefix("\ufeff")
+        if line.strip():
+            if not block:
                 first = lineno
-            lines.append(line)
-            nbytes += len(raw)
-            if documents == "lines":
-                yield Document(line.rstrip("\r\n"), f"{path}:{lineno}", nbytes)
-                lines, nbytes = [], 0
-    if lines:
-        yield Document("".join(lines).rstrip("\r\n"), f"{path}:{first}", nbytes)
+            block.append(line)
+            nbytes += size
+        if block and (documents == "lines" or not line.strip()):
+            yield Document("".join(block).rstrip("\r\n"), f"{path}:{first}", nbytes)
+            block, nbytes = [], 0
 
 
 def read_jsonl(path: Path, text_field: str = "text", errors: EncodingErrors = "strict") -> Iterator[Document]:
     """Each non-blank line of a ``.jsonl`` file is a JSON object whose ``text_field`` holds one document."""
-    offset = 0
-    with path.open("rb") as handle:
-        for lineno, raw in enumerate(handle, start=1):
-            where = f"{path}:{lineno}"
-            line = decode_utf8(raw, where, errors, base_offset=offset)
-            offset += len(raw)
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ScratchLLMError(
-                    f"{where}: invalid JSON at column {exc.colno} ({exc.msg}); expected one JSON object per line"
-                ) from None
-            if not isinstance(record, dict):
-                raise ScratchLLMError(
-                    f"{where}: expected a JSON object with a {text_field!r} field, got {type(record).__name__}"
-                )
-            if text_field not in record:
-                keys = ", ".join(map(repr, list(record)[:8])) or "none"
-                raise ScratchLLMError(
-                    f"{where}: missing text field {text_field!r} (fields: {keys}); choose one with --text-field"
-                )
-            text = record[text_field]
-            if not isinstance(text, str):
-                raise ScratchLLMError(
-                    f"{where}: field {text_field!r} must be a string, got {type(text).__name__}"
-                )
-            yield Document(text, where, len(raw))
+    for lineno, size, line in _decoded_lines(path, errors):
+        where = f"{path}:{lineno}"
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ScratchLLMError(
+                f"{where}: invalid JSON at column {exc.colno} ({exc.msg}); expected one JSON object per line"
+            ) from None
+        if not isinstance(record, dict):
+            raise ScratchLLMError(
+                f"{where}: expected a JSON object with a {text_field!r} field, got {type(record).__name__}"
+            )
+        if text_field not in record:
+            keys = ", ".join(map(repr, list(record)[:8])) or "none"
+            raise ScratchLLMError(
+                f"{where}: missing text field {text_field!r} (fields: {keys}); choose one with --text-field"
+            )
+        text = record[text_field]
+        if not isinstance(text, str):
+            raise ScratchLLMError(
+                f"{where}: field {text_field!r} must be a string, got {type(text).__name__}"
+            )
+        yield Document(text, where, size)
 
 
 def read_parquet(path: Path, text_field: str = "text") -> Iterator[Document]:

@@ -7,9 +7,9 @@ whole weight matrix from memory once per token: decoding is bound by memory band
 
 On CPU, MKL streams a matrix-vector product much faster when ``W.T`` is the contiguous one, i.e. when the
 weight is stored column-major (measured on 2 AVX2 cores: GPT-2's 50257 x 768 LM head 10.9 -> 18.9 GB/s,
-gpt2-small decoding 16.9 -> 20.8 tokens/s; see ``benchmarks/bench_generation.py``). That holds for fp32
-only: in bf16 the row-major layout is the fast one, and :func:`optimize_for_decoding` knows it. Hugging Face's GPT-2 keeps
-its ``Conv1D`` weights that way for the same reason. Training, on the other hand, runs about 15 % slower with
+gpt2-small decoding 16.9 -> 20.8 tokens/s; see ``benchmarks/bench_generation.py``); Hugging Face's GPT-2
+keeps its ``Conv1D`` weights that way. That holds for fp32 only: in bf16 the row-major layout is the fast one,
+and :func:`optimize_for_decoding` knows it. Training, on the other hand, runs about 15 % slower with
 column-major weights here, which is why this is a switch applied when a model is loaded for inference and not
 the model's own layout.
 
@@ -46,17 +46,13 @@ def set_weight_layout(model: nn.Module, layout: Layout) -> nn.Module:
     """
     if layout not in ("row", "column"):
         raise ValueError(f"layout must be 'row' or 'column', got {layout!r}")
-    seen: set[int] = set()
     for module in model.modules():
-        if not isinstance(module, (nn.Linear, nn.Embedding)):
+        # A tied matrix is met twice; the second time it already has the layout and is skipped.
+        if not isinstance(module, (nn.Linear, nn.Embedding)) or weight_layout(module.weight) == layout:
             continue
-        weight = module.weight
-        if id(weight) in seen or weight_layout(weight) == layout:
-            continue
-        seen.add(id(weight))
-        with torch.no_grad():
-            data = weight.data.contiguous() if layout == "row" else weight.data.t().contiguous().t()
-            weight.data = data  # same Parameter object: optimizers and tied references stay valid
+        data = module.weight.data
+        # Same Parameter object, new storage: optimizers and tied references stay valid.
+        module.weight.data = data.contiguous() if layout == "row" else data.t().contiguous().t()
     return model
 
 

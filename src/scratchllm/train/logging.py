@@ -162,12 +162,11 @@ class MetricsLogger:
         try:  # TensorBoard is optional: skipped silently when it is not installed
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            SummaryWriter = None  # noqa: N806
-        if SummaryWriter is not None:
-            # On resume, purge_step tells TensorBoard to drop the old run's points after the checkpoint, as
-            # the CSV does, so a resumed curve does not show two values for the same step.
-            purge = resume_step + 1 if resume_step is not None else None
-            self._tb = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"), purge_step=purge)
+            return
+        # On resume, purge_step tells TensorBoard to drop the old run's points after the checkpoint, as the CSV
+        # does, so a resumed curve does not show two values for the same step.
+        purge = resume_step + 1 if resume_step is not None else None
+        self._tb = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"), purge_step=purge)
 
     def _append(self, row: dict[str, Any]) -> None:
         row = {k: ("" if row.get(k) is None else row.get(k)) for k in COLUMNS}
