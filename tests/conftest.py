@@ -14,21 +14,34 @@ import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
+SHARED_MODELS = PROJECT_ROOT.parent / "shared" / "models"
+SMOLLM2_GGUF = SHARED_MODELS / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def shared_data_dir() -> Path:
-    """Return ``../shared/data`` or skip (fail under CI) when it is missing."""
-    if SHARED_DATA.is_dir():
-        return SHARED_DATA
-    message = f"shared data folder {SHARED_DATA} is absent"
+def _shared(path: Path, what: str) -> Path:
+    """Return ``path`` or skip (fail under CI) when it is missing."""
+    if path.exists():
+        return path
+    message = f"{what} {path} is absent"
     if os.environ.get("SCRATCHLLM_REQUIRE_SHARED_DATA") == "1":
         pytest.fail(message + " (required under .ci/run)")
     pytest.skip(message)
 
 
+def shared_data_dir() -> Path:
+    """Return ``../shared/data`` or skip (fail under CI) when it is missing."""
+    return _shared(SHARED_DATA, "shared data folder")
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     return shared_data_dir()
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """The real pretrained SmolLM2-135M-Instruct GGUF file in ``../shared/models``."""
+    return _shared(SMOLLM2_GGUF, "shared model file")
 
 
 @pytest.fixture(scope="session")
