@@ -12,14 +12,7 @@ from scratchllm.generation import generate, generate_text, sample_next, stream
 from scratchllm.model import GPTModel
 from text_doubles import ByteTokenizer
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest on one thread, and stay fast when other processes share the CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def spiky_model(context_length: int = 64, vocab_size: int = 257, seed: int = 0) -> GPTModel:

@@ -13,14 +13,7 @@ from scratchllm.errors import ScratchLLMError
 from scratchllm.model import GPTModel
 from scratchllm.weights import load_model, save_model
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest on one thread, and stay fast when other processes share the CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(**overrides) -> ModelConfig:

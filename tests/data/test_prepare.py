@@ -9,6 +9,7 @@ import unicodedata
 import numpy as np
 import pytest
 
+from dev_deps import require
 from scratchllm.cli import main
 from scratchllm.data.clean import normalize_text
 from scratchllm.data.prepare import _ordered_results, prepare
@@ -163,8 +164,8 @@ def test_cleaning_and_gutenberg_strip(tmp_path, gpt2_tokenizer_dir, tok):
 
 
 def test_parquet_input(tmp_path, gpt2_tokenizer_dir, tok):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    pa = require("pyarrow")
+    pq = require("pyarrow.parquet")
 
     pq.write_table(pa.table({"content": ["first document", None, "second one"]}), tmp_path / "d.parquet")
     meta = prepare(

@@ -1,16 +1,10 @@
-"""Tiny models run fastest on one thread, and stay fast when other processes share the CPU."""
+"""Every model test runs on one torch thread (see the ``one_torch_thread`` fixture in tests/conftest.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+def _one_thread(one_torch_thread: None) -> None:
+    pass

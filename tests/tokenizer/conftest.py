@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from dev_deps import require
 from scratchllm.tokenizer import BPETokenizer, load
 
 
 @pytest.fixture(scope="session")
 def tiktoken_gpt2(gpt2_tokenizer_dir: Path):
-    tiktoken = pytest.importorskip("tiktoken")
+    tiktoken = require("tiktoken")
     from tiktoken.load import data_gym_to_mergeable_bpe_ranks
     from tiktoken_ext.openai_public import r50k_pat_str
 
@@ -42,5 +43,5 @@ def gpt2_python(gpt2_tokenizer_dir: Path) -> BPETokenizer:
 
 @pytest.fixture(scope="session")
 def gpt2_fast(gpt2_python: BPETokenizer) -> BPETokenizer:
-    pytest.importorskip("tiktoken")
+    require("tiktoken")
     return gpt2_python.with_backend("tiktoken")

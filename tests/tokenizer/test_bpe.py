@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from dev_deps import require
 from scratchllm.errors import ScratchLLMError
 from scratchllm.tokenizer import ENDOFTEXT, BPETokenizer, load, train_bpe
 from scratchllm.tokenizer.bpe_train import _split_for_workers, count_pretokens, learn_merges
@@ -74,7 +75,7 @@ def test_round_trip_random_unicode(trained):
 
 
 def test_python_and_tiktoken_backends_agree_on_real_text(trained, shared_data: Path):
-    pytest.importorskip("tiktoken")
+    require("tiktoken")
     fast = trained.with_backend("tiktoken")
     assert fast.backend == "tiktoken" and trained.backend == "python"
     texts = [

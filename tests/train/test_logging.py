@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 
+from dev_deps import require
 from scratchllm.model import GPTModel
 from scratchllm.train.logging import (
     MetricsLogger,
@@ -72,7 +73,8 @@ def test_disabled_logger_writes_nothing(tmp_path):
 
 
 def tensorboard_scalars(folder, tag):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    accumulator = require("tensorboard.backend.event_processing.event_accumulator")
+    EventAccumulator = accumulator.EventAccumulator
 
     events = EventAccumulator(str(folder), size_guidance={"scalars": 0})
     events.Reload()
@@ -80,6 +82,7 @@ def tensorboard_scalars(folder, tag):
 
 
 def test_tensorboard_gets_the_same_points_and_a_resume_replaces_the_tail(tmp_path):
+    require("tensorboard")  # MetricsLogger itself leaves TensorBoard out silently when it is missing
     logger = MetricsLogger(tmp_path, stream=io.StringIO())
     for step in (1, 2, 3, 4):
         logger.log_train({"step": step, "tokens_seen": step, "train_loss": 5.0 - step / 10, "lr": 0.1})
