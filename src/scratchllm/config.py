@@ -183,6 +183,8 @@ class TrainConfig:
         stop_at_step: stop (with a checkpoint) after this step without changing the schedule, to train a long
             schedule in several sittings with --resume.
         max_minutes: stop cleanly (with a checkpoint) once this many minutes of training have passed.
+        reschedule: with --resume, apply changed lr, min_lr, warmup_steps, max_steps, weight_decay, betas or
+            eps from the resumed step on (without it such a resume is refused, naming each change).
         lr: peak learning rate, reached at the end of warmup.
         min_lr: learning-rate floor the cosine decays to.
         warmup_steps: steps of linear warmup from zero.
@@ -215,6 +217,7 @@ class TrainConfig:
     max_steps: int = 1000
     stop_at_step: int | None = None
     max_minutes: float | None = None
+    reschedule: bool = False
     lr: float = 6e-4
     min_lr: float = 6e-5
     warmup_steps: int = 100

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -10,17 +11,19 @@ from safetensors.torch import load_file
 
 from scratchllm.errors import ScratchLLMError
 from scratchllm.model import GPTModel
-from scratchllm.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from scratchllm.train.checkpoint import latest_checkpoint, load_checkpoint, restore_rng_state, save_checkpoint
 from scratchllm.train.loop import Callback, Trainer, evaluate_loss
 from scratchllm.train.optim import build_adamw, parameter_groups
 from scratchllm.train.schedule import WarmupCosineSchedule
 
 
-def make_trainer(cfg, reader, *, max_steps, accum=1, seed=0, callbacks=(), **kwargs):
+def make_trainer(
+    cfg, reader, *, max_steps, accum=1, seed=0, callbacks=(), lr=1e-2, min_lr=1e-3, weight_decay=0.1, **kwargs
+):
     torch.manual_seed(seed)
     model = GPTModel(cfg)
-    optimizer = build_adamw(model, lr=1e-2, weight_decay=0.1)
-    schedule = WarmupCosineSchedule(max_lr=1e-2, min_lr=1e-3, warmup_steps=2, max_steps=max_steps)
+    optimizer = build_adamw(model, lr=lr, weight_decay=weight_decay)
+    schedule = WarmupCosineSchedule(max_lr=lr, min_lr=min_lr, warmup_steps=2, max_steps=max_steps)
     return Trainer(
         model,
         optimizer,
@@ -36,9 +39,11 @@ def make_trainer(cfg, reader, *, max_steps, accum=1, seed=0, callbacks=(), **kwa
 class Recorder(Callback):
     def __init__(self):
         self.losses = []
+        self.lrs = []
 
     def on_step_end(self, trainer, metrics):
         self.losses.append(metrics.loss)
+        self.lrs.append(metrics.lr)
 
 
 def test_weight_decay_groups_exclude_biases_norms_and_embeddings(tiny_config):
@@ -84,23 +89,57 @@ def test_accumulation_equals_one_big_batch(tiny_config, token_stream, reader_cla
         torch.testing.assert_close(pb, ps, rtol=1e-3, atol=1e-4)  # Adam amplifies float noise in tiny grads
 
 
-def test_resume_is_bit_identical(tmp_path, tiny_config, token_stream, reader_class):
-    """2N steps straight == N steps, checkpoint, fresh objects, resume, N steps (dropout on, random windows)."""
+def sampling_evaluator(trainer, reader_class, token_stream):
+    """An EvalCallback every 3 steps whose loss and 'sample' draw random numbers, as generating a sample does."""
+    from scratchllm.train.callbacks import EvalCallback
+
+    val = reader_class(token_stream, context_length=16, batch_size=4, seed=9)
+    return EvalCallback(
+        3,
+        {"val": lambda: evaluate_loss(trainer.model, val, 2)},
+        sample=lambda: str(torch.randint(0, 300, (8,)).tolist()),
+    )
+
+
+@pytest.mark.parametrize("restore_around_eval", [True, False])
+def test_resume_is_bit_identical(
+    tmp_path, tiny_config, token_stream, reader_class, monkeypatch, restore_around_eval
+):
+    """2N steps straight == N steps, checkpoint, fresh objects, resume, N steps.
+
+    Dropout is on, windows are random, and an evaluation that draws random numbers runs mid-run (step 3, before
+    the checkpoint, and step 6, after the resume). The control (``restore_around_eval=False``) disables the RNG
+    save/restore around evaluation and shows the test notices: evaluation then shifts the dropout masks.
+    """
+    if not restore_around_eval:
+        monkeypatch.setattr("scratchllm.train.callbacks.restore_rng_state", lambda state: None)
     cfg = tiny_config(drop_rate=0.2)
     n = 4
 
-    def fresh(seed):
+    def fresh(seed, evaluate=True):
         reader = reader_class(token_stream, context_length=16, batch_size=4, seed=3)
-        return make_trainer(cfg, reader, max_steps=2 * n, accum=2, seed=seed)
+        trainer = make_trainer(cfg, reader, max_steps=2 * n, accum=2, seed=seed)
+        trainer.callbacks = [sampling_evaluator(trainer, reader_class, token_stream)] if evaluate else []
+        return trainer
+
+    plain = fresh(seed=0, evaluate=False)  # no evaluation at all: the curve evaluation must not change
+    rec_plain = Recorder()
+    plain.callbacks.append(rec_plain)
+    plain.fit()
 
     straight = fresh(seed=0)
     rec_straight = Recorder()
-    straight.callbacks = [rec_straight]
+    straight.callbacks.append(rec_straight)
     straight.fit()
+    if not restore_around_eval:
+        assert rec_straight.losses[3:] != rec_plain.losses[3:]
+        return
+    assert rec_straight.losses == rec_plain.losses
+    assert straight.callbacks[0].last["step"] == 2 * n
 
     first = fresh(seed=0)
     rec_first = Recorder()
-    first.callbacks = [rec_first]
+    first.callbacks.append(rec_first)
     first.stop_at_step = n
     first.fit()
     path = save_checkpoint(
@@ -114,7 +153,7 @@ def test_resume_is_bit_identical(tmp_path, tiny_config, token_stream, reader_cla
     state = load_checkpoint(path, model=second.model, optimizer=second.optimizer)
     second.load_state_dict(state)
     rec_second = Recorder()
-    second.callbacks = [rec_second]
+    second.callbacks.append(rec_second)
     second.fit()
 
     assert rec_first.losses + rec_second.losses == rec_straight.losses  # bit-identical, not approx
@@ -220,3 +259,91 @@ def test_activation_checkpointing_gives_the_same_training(tiny_config, token_str
         trainer.fit()
         runs.append(rec.losses)
     assert runs[0] == runs[1]
+
+
+def test_resume_refuses_a_changed_schedule_naming_each_change(tmp_path, tiny_config, token_stream, reader_class):
+    reader = reader_class(token_stream, context_length=16, batch_size=4)
+    first = make_trainer(tiny_config(), reader, max_steps=8, stop_at_step=4)
+    first.fit()
+    path = save_checkpoint(
+        tmp_path, 4, model=first.model, optimizer=first.optimizer, trainer_state=first.state_dict()
+    )
+    changed = make_trainer(tiny_config(), reader, max_steps=16, lr=2e-2, weight_decay=0.05)
+    with pytest.raises(ScratchLLMError) as info:
+        changed.resume_from(path)
+    message = str(info.value)
+    assert "\n" not in message and "--train.reschedule" in message
+    for change in ("max_steps 8 -> 16", "lr 0.01 -> 0.02", "weight_decay 0.1 -> 0.05"):
+        assert change in message
+    assert "min_lr" not in message and "warmup_steps" not in message  # unchanged settings are not named
+
+    same = make_trainer(tiny_config(), reader, max_steps=8)
+    same.resume_from(path)  # the same settings resume without a word
+    assert same.state.step == 4
+
+
+def test_reschedule_applies_the_new_schedule_from_the_resumed_step(
+    tmp_path, tiny_config, token_stream, reader_class
+):
+    reader = reader_class(token_stream, context_length=16, batch_size=4)
+    first = make_trainer(tiny_config(), reader, max_steps=8, stop_at_step=4)
+    first.fit()
+    path = save_checkpoint(
+        tmp_path, 4, model=first.model, optimizer=first.optimizer, trainer_state=first.state_dict()
+    )
+    longer = make_trainer(tiny_config(), reader, max_steps=16, min_lr=5e-4, weight_decay=0.05)
+    said = []
+    longer.resume_from(path, reschedule=True, log=said.append)
+    assert len(said) == 1 and said[0].startswith("reschedule: from step 4 on")
+    assert "max_steps 8 -> 16" in said[0] and "min_lr 0.001 -> 0.0005" in said[0]
+    assert [g["weight_decay"] for g in longer.optimizer.param_groups] == [0.05, 0.0]  # the new value, kept
+    rec = Recorder()
+    longer.callbacks = [rec]
+    longer.fit()
+    new = WarmupCosineSchedule(max_lr=1e-2, min_lr=5e-4, warmup_steps=2, max_steps=16)
+    assert rec.lrs == [new(step) for step in range(4, 16)]  # not the old curve, which ends at step 8
+    assert rec.lrs[3] > 5e-3  # step 7: mid-way down the new cosine; the old one would be near its floor
+
+
+def test_rng_restored_on_another_process_count_is_announced(tmp_path, tiny_config, capsys, monkeypatch):
+    model = GPTModel(tiny_config())
+    path = save_checkpoint(tmp_path, 1, model=model, optimizer=None, trainer_state={})
+    states = json.loads((path / "rng.json").read_text())
+    (path / "rng.json").write_text(json.dumps(states * 2))  # as if two processes had saved it
+    load_checkpoint(path, model=model)
+    err = capsys.readouterr().err
+    assert "RNG:" in err and "saved by 2 process(es), this run has 1" in err
+    said = []
+    (path / "rng.json").write_text(json.dumps(states))
+    load_checkpoint(path, model=model, log=said.append)
+    assert said == []  # same process count: nothing to say
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    restore_rng_state({**states[0], "cuda": ["AAAA"]}, log=said.append)  # saved on one GPU, restored on none
+    assert len(said) == 1 and "CUDA generator states for 1 GPU(s), this process sees 0" in said[0]
+
+
+def test_a_crash_while_replacing_a_complete_checkpoint_keeps_one(tmp_path, tiny_config, monkeypatch):
+    """Saving step-N over a complete step-N (a rerun from an earlier step) never loses a complete step-N."""
+    from scratchllm.train import checkpoint
+
+    model = GPTModel(tiny_config())
+    save_checkpoint(tmp_path, 2, model=model, optimizer=None, trainer_state={"tag": "old"})
+    real_replace = checkpoint.os.replace
+
+    def crash_on_publish(src, dst):  # the old folder has gone aside; the crash comes before the new one is in
+        if str(src).endswith(f".tmp-step-2-{os.getpid()}"):
+            raise KeyboardInterrupt("simulated crash")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "replace", crash_on_publish)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path, 2, model=model, optimizer=None, trainer_state={"tag": "new"})
+    monkeypatch.undo()
+    assert not (tmp_path / "step-2").exists()
+    survivor = latest_checkpoint(tmp_path)  # the hidden old copy stands in for step-2
+    assert survivor is not None and checkpoint.step_of(survivor) == 2
+    assert load_checkpoint(survivor, model=model)["tag"] == "old"
+
+    save_checkpoint(tmp_path, 2, model=model, optimizer=None, trainer_state={"tag": "new"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-2"]  # leftovers gone, replacement in place
+    assert load_checkpoint(tmp_path / "step-2", model=model)["tag"] == "new"

@@ -66,6 +66,13 @@ def test_pretrain_command_writes_a_complete_run(tmp_path, shards, tiny_args, cap
     assert "resumed from" in capsys.readouterr().err
     assert len(train_rows(run)) == 6
 
+    # A longer schedule on resume is refused (the run would disagree with itself) unless asked for explicitly.
+    assert main(argv + ["--train.max-steps", "8", "--resume"]) == 2
+    assert "max_steps 6 -> 8" in capsys.readouterr().err
+    assert main(argv + ["--train.max-steps", "8", "--resume", "--train.reschedule"]) == 0
+    assert "reschedule: from step 6 on the new settings apply (max_steps 6 -> 8)" in capsys.readouterr().err
+    assert len(train_rows(run)) == 8
+
 
 def test_nonfinite_loss_stops_with_the_step_and_no_nan_checkpoint(tmp_path, shards, tiny_args, capsys):
     run = tmp_path / "run"
@@ -113,6 +120,21 @@ def test_time_budget_stops_cleanly_with_a_checkpoint(tmp_path, shards, tiny_args
     assert summary["val_loss"] is not None  # the final evaluation still ran
 
 
+# The command line, with the checkpoint writer patched to stall half-way through step 4 (after the weights).
+PAUSE_IN_SAVE_OF_STEP_4 = """
+import sys, time
+from scratchllm.train import checkpoint
+write_json = checkpoint._write_json
+def stalling_write_json(path, data):
+    if ".tmp-step-4-" in str(path):
+        time.sleep(120)
+    write_json(path, data)
+checkpoint._write_json = stalling_write_json
+from scratchllm.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_sigkill_during_save_keeps_the_previous_checkpoint_and_resume_continues(tmp_path, shards, tiny_args):
     base = ["pretrain", "--data.dirs", str(shards), *tiny_args]
     base += [
@@ -129,10 +151,9 @@ def test_sigkill_during_save_keeps_the_previous_checkpoint_and_resume_continues(
     assert main([*base, "--out-dir", str(straight)]) == 0
 
     run = tmp_path / "killed"
-    env = {**os.environ, "SCRATCHLLM_TEST_SAVE_PAUSE": "4:120", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "scratchllm", *base, "--out-dir", str(run)],
-        env=env,
+        [sys.executable, "-c", PAUSE_IN_SAVE_OF_STEP_4, *base, "--out-dir", str(run)],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -142,7 +142,7 @@ def run_pretrain(
 
     from scratchllm.model import GPTModel
     from scratchllm.train.callbacks import CheckpointCallback, EvalCallback, LogCallback
-    from scratchllm.train.checkpoint import latest_checkpoint, load_checkpoint, unwrap_model
+    from scratchllm.train.checkpoint import latest_checkpoint, unwrap_model
     from scratchllm.train.distributed import parallelize, setup_distributed, teardown_distributed
     from scratchllm.train.logging import MetricsLogger, flops_per_token, peak_flops
     from scratchllm.train.loop import Trainer, evaluate_loss
@@ -259,8 +259,7 @@ def run_pretrain(
             if latest is None:
                 say(f"--resume: no complete checkpoint in {ckpt_root}; starting from scratch")
             else:
-                state = load_checkpoint(latest, model=net, optimizer=optimizer)
-                trainer.load_state_dict(state)
+                trainer.resume_from(latest, reschedule=train.reschedule, log=say)
                 resumed_from = str(latest)
                 say(
                     f"resumed from {latest} (step {trainer.state.step}, {trainer.state.tokens_seen:,} tokens)"

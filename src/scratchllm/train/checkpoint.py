@@ -11,6 +11,9 @@ A checkpoint is a folder ``<root>/step-N/`` (N optimizer steps done) holding::
 Nothing is pickled. Writing is crash-safe: every file goes into a hidden temporary folder and is fsynced, the
 folder is renamed to ``step-N`` and only then is the marker written (and fsynced). A crash at any moment leaves
 the previous checkpoints untouched and at most one unmarked folder, which :func:`latest_checkpoint` skips.
+Saving a step whose complete folder exists already (a rerun from an earlier checkpoint) first moves the old one
+aside to ``.old-step-N``; only once the new one is marked complete is the old one deleted, and until then
+:func:`complete_checkpoints` counts the hidden copy as ``step-N``.
 
 With several processes, model and optimizer states are gathered to rank 0 with
 ``torch.distributed.checkpoint.state_dict`` (``full_state_dict=True, cpu_offload=True``), which is a no-op for
@@ -26,7 +29,8 @@ import os
 import random
 import re
 import shutil
-import time
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,21 +39,17 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from scratchllm.atomic import fsync_path
 from scratchllm.errors import ScratchLLMError
 
 MARKER = "COMPLETE"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+_OLD_STEP_DIR = re.compile(r"^\.old-step-(\d+)$")
+
+Log = Callable[[str], None]
 
 
 # ---------------------------------------------------------------------------------------------- small helpers
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_json(path: Path, data: Any) -> None:
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(data, fh, indent=1)
@@ -61,7 +61,7 @@ def _write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     save_file(
         {k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path), metadata={"format": "pt"}
     )
-    _fsync_path(path)
+    fsync_path(path)
 
 
 def _distributed() -> bool:
@@ -70,6 +70,10 @@ def _distributed() -> bool:
 
 def _rank() -> int:
     return torch.distributed.get_rank() if _distributed() else 0
+
+
+def _world_size() -> int:
+    return torch.distributed.get_world_size() if _distributed() else 1
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -135,8 +139,12 @@ def capture_rng_state() -> dict[str, Any]:
     return state
 
 
-def restore_rng_state(state: dict[str, Any]) -> None:
-    """Inverse of :func:`capture_rng_state`."""
+def restore_rng_state(state: dict[str, Any], *, log: Log | None = None) -> None:
+    """Inverse of :func:`capture_rng_state`.
+
+    CUDA generators are restored only onto the same number of GPUs; otherwise they keep their seeds and ``log``
+    (default: stderr) says so, because the run then continues with other dropout masks than it would have.
+    """
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     kind, keys, pos, has_gauss, cached = state["numpy"]
@@ -146,10 +154,19 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         return torch.frombuffer(bytearray(base64.b64decode(text)), dtype=torch.uint8)
 
     torch.set_rng_state(_bytes_tensor(state["torch"]))
-    if state.get("cuda") and torch.cuda.is_available():
-        states = [_bytes_tensor(s) for s in state["cuda"]]
-        if len(states) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(states)
+    saved = len(state.get("cuda") or [])
+    here = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if saved and saved == here:
+        torch.cuda.set_rng_state_all([_bytes_tensor(s) for s in state["cuda"]])
+    elif saved or (here and torch.cuda.is_initialized()):
+        (log or _stderr)(
+            f"RNG: the checkpoint holds CUDA generator states for {saved} GPU(s), this process sees {here}; "
+            "CUDA generators keep their current seeds (dropout will differ from an uninterrupted run)"
+        )
+
+
+def _stderr(message: str) -> None:
+    print(f"scratchllm: {message}", file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------------------------------- optimizer
@@ -183,17 +200,26 @@ def _join_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]
 
 # ---------------------------------------------------------------------------------------------- finding
 def step_of(path: Path) -> int | None:
-    match = _STEP_DIR.match(path.name)
+    match = _STEP_DIR.match(path.name) or _OLD_STEP_DIR.match(path.name)
     return int(match.group(1)) if match else None
 
 
 def complete_checkpoints(root: Path) -> list[Path]:
-    """Complete ``step-N`` folders under ``root``, oldest first."""
+    """Complete ``step-N`` folders under ``root``, oldest first.
+
+    A complete ``.old-step-N`` (a replaced checkpoint whose replacement a crash left unfinished) stands in for
+    a ``step-N`` that is missing or unmarked.
+    """
     root = Path(root)
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and step_of(p) is not None and (p / MARKER).is_file()]
-    return sorted(found, key=lambda p: step_of(p) or 0)
+    found: dict[int, Path] = {}
+    for path in root.iterdir():
+        if path.is_dir() and (path / MARKER).is_file():
+            match = _STEP_DIR.match(path.name) or _OLD_STEP_DIR.match(path.name)
+            if match is not None and (int(match.group(1)) not in found or path.name.startswith("step-")):
+                found[int(match.group(1))] = path
+    return [found[step] for step in sorted(found)]
 
 
 def latest_checkpoint(root: Path) -> Path | None:
@@ -223,15 +249,6 @@ def _full_states(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> t
         get_optimizer_state_dict(model, optimizer, options=options) if optimizer is not None else None
     )
     return model_state, optim_state
-
-
-def _maybe_pause_for_tests(step: int) -> None:
-    """``SCRATCHLLM_TEST_SAVE_PAUSE=STEP:SECONDS`` sleeps mid-save of that step (crash-safety tests only)."""
-    spec = os.environ.get("SCRATCHLLM_TEST_SAVE_PAUSE")
-    if spec:
-        pause_step, seconds = spec.split(":")
-        if int(pause_step) == step:
-            time.sleep(float(seconds))
 
 
 def save_checkpoint(
@@ -266,37 +283,54 @@ def save_checkpoint(
             raise ScratchLLMError(f"checkpoint step-{step}: weight {name} holds NaN/inf; refusing to save it")
 
     root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(".tmp-step-*"):  # left by an earlier crash
-        shutil.rmtree(stale, ignore_errors=True)
+    _clean_leftovers(root)
     tmp = root / f".tmp-step-{step}-{os.getpid()}"
     tmp.mkdir()
     _write_tensors(tmp / "model.safetensors", model_state)
     if model_config is not None:
         _write_json(tmp / "config.json", model_config)
-    _maybe_pause_for_tests(step)
     if optim_state is not None:
         tensors, meta = _split_optimizer_state(optim_state)
         _write_tensors(tmp / "optimizer.safetensors", tensors)
         _write_json(tmp / "optimizer.json", meta)
     _write_json(tmp / "trainer.json", {**trainer_state, "step": step})
     _write_json(tmp / "rng.json", rng_states)
-    _fsync_path(tmp)
-
-    final = root / f"step-{step}"
-    if final.exists():  # e.g. an unmarked folder from a crash, or a rerun after resuming from an earlier step
-        (final / MARKER).unlink(missing_ok=True)
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _fsync_path(root)
-    with open(final / MARKER, "w", encoding="utf-8") as fh:
-        fh.write(f"step {step}\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    _fsync_path(final)
+    fsync_path(tmp)
+    final = _publish(tmp, root, step)
     if keep_last is not None:
         prune_checkpoints(root, keep_last)
     if _distributed():
         torch.distributed.barrier()
+    return final
+
+
+def _clean_leftovers(root: Path) -> None:
+    """Delete what a crash left: temporary folders, and old copies whose replacement is complete."""
+    for stale in root.glob(".tmp-step-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    for old in root.glob(".old-step-*"):
+        replacement = root / f"step-{step_of(old)}"
+        if not (old / MARKER).is_file() or (replacement / MARKER).is_file():
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _publish(tmp: Path, root: Path, step: int) -> Path:
+    """Rename the written folder ``tmp`` to ``root/step-N`` and mark it complete, never losing a complete one."""
+    final = root / f"step-{step}"
+    old = root / f".old-step-{step}"
+    if (final / MARKER).is_file():  # a rerun after resuming from an earlier step: keep it until we are done
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    elif final.exists():  # an unmarked folder from a crash: never counted, safe to drop
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    fsync_path(root)
+    with open(final / MARKER, "w", encoding="utf-8") as fh:
+        fh.write(f"step {step}\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    fsync_path(final)
+    shutil.rmtree(old, ignore_errors=True)
     return final
 
 
@@ -327,10 +361,13 @@ def load_checkpoint(
     model: nn.Module,
     optimizer: torch.optim.Optimizer | None = None,
     restore_rng: bool = True,
+    log: Log | None = None,
 ) -> dict[str, Any]:
     """Load weights (and optimizer, RNG) from ``path`` into the live objects; return ``trainer.json``.
 
-    Every process calls this; under FSDP2 each keeps only its shard of the full state read from disk.
+    Every process calls this; under FSDP2 each keeps only its shard of the full state read from disk. RNG states
+    saved by another number of processes cannot all be restored: each rank then takes the saved rank's state
+    of the same number when there is one, else rank 0's, and ``log`` (default: stderr, rank 0 only) says so.
     """
     from torch.distributed.checkpoint.state_dict import (
         StateDictOptions,
@@ -361,6 +398,13 @@ def load_checkpoint(
         set_optimizer_state_dict(model, optimizer, _join_optimizer_state(tensors, meta), options=options)
     if restore_rng:
         states = json.loads((path / "rng.json").read_text(encoding="utf-8"))
-        rank = _rank()
-        restore_rng_state(states[rank] if rank < len(states) else states[0])
+        rank, world = _rank(), _world_size()
+        say = (log or _stderr) if rank == 0 else (lambda _message: None)
+        if len(states) != world:
+            say(
+                f"RNG: {path} was saved by {len(states)} process(es), this run has {world}; each process takes "
+                "the saved state of its rank where there is one, else rank 0's (dropout and sampling will "
+                "differ from an uninterrupted run)"
+            )
+        restore_rng_state(states[rank] if rank < len(states) else states[0], log=say)
     return read_trainer_json(path)

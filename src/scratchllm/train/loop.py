@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -30,6 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from scratchllm.errors import ScratchLLMError
+from scratchllm.train.checkpoint import load_checkpoint
+from scratchllm.train.schedule import WarmupCosineSchedule, schedule_changes
 
 LossFn = Callable[[nn.Module, Any], torch.Tensor]
 
@@ -117,6 +121,32 @@ def _world_size() -> int:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_world_size()
     return 1
+
+
+#: optimizer settings a checkpoint carries in its param groups (the learning rate is the schedule's business)
+OPTIMIZER_SETTINGS = ("weight_decay", "betas", "eps")
+
+
+def optimizer_settings(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
+    """The :data:`OPTIMIZER_SETTINGS` of each param group, tuples as lists (as they come back from JSON)."""
+    return [
+        {k: list(g[k]) if isinstance(g[k], tuple) else g[k] for k in OPTIMIZER_SETTINGS if k in g}
+        for g in optimizer.param_groups
+    ]
+
+
+def optimizer_changes(saved: list[dict[str, Any]], current: list[dict[str, Any]]) -> list[str]:
+    """``"weight_decay 0.1 -> 0.05"`` for each setting that differs in some param group (reported once)."""
+    changes: dict[str, str] = {}
+    for old, new in zip(saved, current):
+        for key, value in old.items():
+            if key not in changes and new.get(key) != value:
+                changes[key] = f"{key} {value} -> {new.get(key)}"
+    return list(changes.values())
+
+
+def _stderr(message: str) -> None:
+    print(f"scratchllm: {message}", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -325,11 +355,62 @@ class Trainer:
         schedule_state = self.schedule.state_dict() if hasattr(self.schedule, "state_dict") else None
         return {"state": asdict(self.state), "schedule": schedule_state, "data": self.batches.state_dict()}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], *, reschedule: bool = False) -> None:
+        """Restore counters and data position from :meth:`state_dict`.
+
+        The schedule is not loaded but compared: a saved schedule that differs from this trainer's raises
+        :class:`ScratchLLMError` naming each change, unless ``reschedule`` (then this trainer's schedule applies
+        from the saved step on).
+        """
+        changes = self.schedule_changes(state)
+        if changes and not reschedule:
+            raise _changed_settings_error(f"step {state['state']['step']}", changes)
         self.state = TrainState(**state["state"])
-        if state.get("schedule") is not None and hasattr(self.schedule, "load_state_dict"):
-            self.schedule.load_state_dict(state["schedule"])
         self.batches.load_state_dict(state["data"])
+
+    def schedule_changes(self, state: dict[str, Any]) -> list[str]:
+        """How this trainer's schedule differs from the one saved in ``state`` (empty when they agree)."""
+        saved = state.get("schedule")
+        if saved is None or not hasattr(self.schedule, "state_dict"):
+            return []
+        return schedule_changes(saved, self.schedule.state_dict())
+
+    def resume_from(
+        self, path: str | Path, *, reschedule: bool = False, log: Callable[[str], None] | None = None
+    ) -> dict[str, Any]:
+        """Continue the run saved in checkpoint ``path``: weights, optimizer, RNG, counters, data position.
+
+        A resumed run must never disagree with itself. When the schedule (lr, min_lr, warmup_steps, max_steps)
+        or the optimizer settings (weight_decay, betas, eps) differ from the checkpoint's, this refuses with one
+        line naming each change and both values; with ``reschedule`` the new values apply from the saved step
+        on, and ``log`` (default: stderr) says so. Returns the checkpoint's ``trainer.json``.
+        """
+        say = log or _stderr
+        live_settings = optimizer_settings(self.optimizer)
+        state = load_checkpoint(path, model=self.model, optimizer=self.optimizer, log=say)
+        step = state["state"]["step"]
+        changes = self.schedule_changes(state) + optimizer_changes(
+            optimizer_settings(self.optimizer), live_settings
+        )
+        if changes and not reschedule:
+            raise _changed_settings_error(str(path), changes)
+        for group, settings in zip(self.optimizer.param_groups, live_settings):
+            group.update({k: tuple(v) if k == "betas" else v for k, v in settings.items()})
+        self.load_state_dict(state, reschedule=True)
+        if changes:
+            lr_note = ""
+            if isinstance(self.schedule, WarmupCosineSchedule) and state.get("schedule") is not None:
+                old_lr = WarmupCosineSchedule(**state["schedule"])(step)
+                lr_note = f"; learning rate at this step {old_lr:.3g} -> {self.schedule(step):.3g}"
+            say(f"reschedule: from step {step} on the new settings apply ({', '.join(changes)}){lr_note}")
+        return state
+
+
+def _changed_settings_error(where: str, changes: list[str]) -> ScratchLLMError:
+    return ScratchLLMError(
+        f"{where}: resuming with other settings than the checkpoint's ({', '.join(changes)}); use the "
+        "checkpoint's values, or pass --train.reschedule to apply the new ones from the resumed step on"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- evaluation

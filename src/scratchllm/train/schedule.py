@@ -2,7 +2,8 @@
 
 This is the schedule GPT-2/GPT-3 style pretraining uses (Loshchilov & Hutter's cosine annealing without restarts,
 preceded by a warmup because Adam's second-moment estimates are unreliable in the first steps). It is a pure
-function of the step number, so resuming a run needs nothing but the step to continue the same curve.
+function of the step number, so resuming a run needs nothing but the step to continue the same curve, and a
+resume that changes the settings can say exactly what changed (:func:`schedule_changes`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ def warmup_cosine_lr(step: int, *, max_lr: float, min_lr: float, warmup_steps: i
     decay_steps = max_steps - warmup_steps
     progress = (step - warmup_steps) / decay_steps
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (max_lr - min_lr)
+
+
+#: schedule fields under their :class:`~scratchllm.config.TrainConfig` names, for messages users act on
+_CONFIG_NAMES = {"max_lr": "lr"}
 
 
 @dataclass
@@ -69,3 +74,12 @@ class WarmupCosineSchedule:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for key, value in state.items():
             setattr(self, key, value)
+
+
+def schedule_changes(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``"lr 0.001 -> 0.002"`` for every setting whose saved and current values differ (TrainConfig names)."""
+    return [
+        f"{_CONFIG_NAMES.get(key, key)} {saved[key]} -> {current.get(key)}"
+        for key in saved
+        if saved[key] != current.get(key)
+    ]
