@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+import types
+
+import torch
 
 from dev_deps import require
 from scratchllm.model import GPTModel
@@ -12,6 +15,8 @@ from scratchllm.train.logging import (
     flops_per_token,
     format_duration,
     matmul_parameters,
+    measure_matmul_flops,
+    model_flops_utilization,
     progress_line,
 )
 
@@ -108,3 +113,32 @@ def test_tensorboard_gets_the_same_points_and_a_resume_replaces_the_tail(tmp_pat
         (3, 4.0),
         (4, 5.0),
     ]
+
+
+def test_peak_measurement_keeps_the_fastest_of_several_trials(monkeypatch):
+    """A trial slowed down by other work must not lower the peak: the best trial counts."""
+    clock = iter([0.0, 1.0, 0.0, 0.1, 0.0, 0.5])  # three trials of one matmul each: 1.0 s, 0.1 s, 0.5 s
+    monkeypatch.setattr("scratchllm.train.logging.time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    flops = measure_matmul_flops(torch.device("cpu"), torch.float32, size=8, seconds=0.1, trials=3)
+    assert flops == 2 * 8**3 / 0.1
+
+
+def test_mfu_above_100_percent_is_never_reported():
+    assert model_flops_utilization(500.0, 1e6, 1e9) == 0.5
+    assert model_flops_utilization(500.0, 1e6, 1e9, devices=2) == 0.25
+    assert model_flops_utilization(1300.0, 1e6, 1e9) is None  # 130 %: the peak was understated
+    assert model_flops_utilization(500.0, None, 1e9) is None
+
+    from scratchllm.train.callbacks import LogCallback
+    from scratchllm.train.loop import StepMetrics, TrainState
+
+    rows, lines = [], []
+    logger = types.SimpleNamespace(log_train=lambda row, line: (rows.append(row), lines.append(line)))
+    callback = LogCallback(logger, 1, flops_per_token=1e6, peak_flops=1e9)
+    trainer = types.SimpleNamespace(max_steps=10, stop_at_step=None, max_seconds=None, state=TrainState())
+    for step, seconds in ((1, 1.0), (2, 1.0), (3, 10.0)):  # 1,300 tok/s = 130 % twice, then 13 %
+        callback.on_step_end(trainer, StepMetrics(step, 2.0, 1e-3, 1.0, 1300, 1300 * step, seconds))
+    assert [row["mfu"] for row in rows] == [None, None, 0.13]
+    assert "MFU n/a" in lines[0] and "| MFU n/a: it would exceed 100 % of the peak 1e+09 FLOP/s" in lines[0]
+    assert "exceed" not in lines[1]  # the note is given once
+    assert "MFU 13.0%" in lines[2] and not any("MFU 130" in line for line in lines)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from scratchllm.train.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
-from scratchllm.train.logging import MetricsLogger, progress_line
+from scratchllm.train.logging import MetricsLogger, model_flops_utilization, progress_line
 from scratchllm.train.loop import Callback, StepMetrics, Trainer
 
 
@@ -98,6 +98,7 @@ class LogCallback(Callback):
         self._window: list[StepMetrics] = []
         self._started = time.perf_counter()
         self._recent_step_s: list[float] = []
+        self._mfu_note_given = False
 
     def on_step_end(self, trainer: Trainer, metrics: StepMetrics) -> None:
         self._window.append(metrics)
@@ -108,10 +109,8 @@ class LogCallback(Callback):
         tokens = sum(m.tokens for m in window)
         seconds = sum(m.seconds for m in window)
         tps = tokens / seconds if seconds > 0 else 0.0
-        mfu = None
-        if self.flops_per_token and self.peak_flops:
-            world = max(1, _world_size())
-            mfu = tps * self.flops_per_token / (self.peak_flops * world)
+        mfu = model_flops_utilization(tps, self.flops_per_token, self.peak_flops, _world_size())
+        unsupported = mfu is None and bool(self.flops_per_token and self.peak_flops)  # above 100 %
         finite = [m.loss for m in window if math.isfinite(m.loss)]
         loss = sum(finite) / len(finite) if finite else float("nan")
         steps_left = trainer.max_steps - metrics.step
@@ -142,6 +141,12 @@ class LogCallback(Callback):
         )
         if metrics.skipped:
             line += f" | skipped non-finite step ({trainer.state.skipped_steps} so far)"
+        if unsupported and not self._mfu_note_given:
+            self._mfu_note_given = True
+            line += (
+                f" | MFU n/a: it would exceed 100 % of the peak {self.peak_flops:.3g} FLOP/s, so that peak was "
+                "understated (e.g. measured on a busy machine); set --train.peak-flops to the device's real peak"
+            )
         self.logger.log_train(row, line)
 
 
