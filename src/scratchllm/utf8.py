@@ -1,13 +1,16 @@
 """One way to turn bytes into text: UTF-8, with an error that says where the first bad byte is.
 
-Every file the project reads as text (corpora, tokenizer files, configs, checkpoints' JSON) and stdin goes
-through here, so a bad byte is always reported the same way: the file (and line), the byte offset, the byte,
-and the command-line switch that would replace bad bytes with U+FFFD where the command has one.
+Every file the project reads as text (corpora, tokenizer files, YAML configs, and every JSON file: configs,
+``meta.json``, checkpoint metadata) and stdin goes through here, so a bad byte is always reported the same way:
+the file (and line), the byte offset, the byte, and the command-line switch that would replace bad bytes with
+U+FFFD where the command has one. :func:`read_json` adds the same for bad JSON (file, line, column).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from scratchllm.errors import ScratchLLMError
 
@@ -46,3 +49,11 @@ def read_utf8(path: Path, errors: str = "strict", *, replace_flag: str | None = 
     except IsADirectoryError:
         raise ScratchLLMError(f"{path}: is a folder, expected a text file") from None
     return decode_utf8(data, str(path), errors, replace_flag=replace_flag)
+
+
+def read_json(path: Path) -> Any:
+    """Read a UTF-8 JSON file; unreadable or invalid JSON gives a one-line error naming ``path``, line and column."""
+    try:
+        return json.loads(read_utf8(path))
+    except json.JSONDecodeError as exc:
+        raise ScratchLLMError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg})") from None

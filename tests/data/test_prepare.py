@@ -324,8 +324,9 @@ def test_fast_and_plain_encoders_agree(shared_data, tok):
     text = (shared_data / "rasbt" / "small-text-sample.txt").read_text(
         encoding="utf-8"
     ) + " 中文 <|endoftext|>"
+    require("tiktoken")
     python_tok = tok.with_backend("python")
-    assert getattr(python_tok, "_tiktoken", None) is None
+    assert tok.backend == "tiktoken" and python_tok.backend == "python"
     fast, plain = _array_encoder(tok)(text), _array_encoder(python_tok)(text)
     assert fast.dtype == plain.dtype == np.uint16
     assert fast.tolist() == plain.tolist() == tok.encode_ordinary(text)
@@ -365,3 +366,15 @@ def test_gutenberg_strip_needs_whole_file_documents(tmp_path, gpt2_tokenizer_dir
             progress=False,
         )
     assert not (tmp_path / "o").exists()
+
+
+def test_the_folder_carries_its_tokenizer(tmp_path, shared_data, gpt2_tokenizer_dir, tok):
+    """meta.json names ``tokenizer/`` inside the folder: a copy that encodes exactly like the original."""
+    from scratchllm.tokenizer import load
+
+    meta = prepare([shared_data / "rasbt" / "the-verdict.txt"], gpt2_tokenizer_dir, tmp_path / "o", progress=False)
+    assert meta["tokenizer"]["path"] == "tokenizer" and meta["tokenizer"]["kind"] == "gpt2"
+    copy = load(tmp_path / "o" / "tokenizer")
+    text = (shared_data / "rasbt" / "the-verdict.txt").read_text(encoding="utf-8")
+    assert copy.encode_ordinary(text) == tok.encode_ordinary(text) and copy.vocab_size == tok.vocab_size
+    assert not list(tmp_path.glob(".o.*"))  # no temporary folder left beside it

@@ -168,3 +168,23 @@ def test_checksum_and_size_checks(dataset):
 def test_writer_rejects_bad_shard_size(tmp_path):
     with pytest.raises(ScratchLLMError, match="shard_tokens"):
         ShardWriter(tmp_path, "train", np.dtype("<u2"), 0)
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd", "../outside.bin", "sub/train.bin", "..", "", "C:\\x.bin", None])
+def test_a_shard_name_that_leaves_its_folder_is_refused(dataset, name):
+    meta = json.loads((dataset / "meta.json").read_text())
+    meta["splits"]["val"]["shards"][0]["file"] = name
+    (dataset / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ScratchLLMError) as info:
+        ShardReader(dataset, "train", context_length=8, batch_size=2)  # any split: meta.json is checked whole
+    message = str(info.value)
+    assert "\n" not in message and "meta.json: split 'val' names shard file" in message
+    assert "expected a plain file name" in message
+
+
+def test_write_token_dataset_replaces_a_folder_only_when_complete(tmp_path, dataset):
+    before = load_meta(dataset)
+    with pytest.raises(ScratchLLMError, match="token id out of range"):  # fails half-way through
+        write_token_dataset(dataset, {"train": [np.arange(10), np.asarray([VOCAB])]}, vocab_size=VOCAB)
+    assert load_meta(dataset) == before  # the old dataset is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # and no temporary folder is left

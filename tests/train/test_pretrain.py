@@ -193,3 +193,29 @@ def test_pretrain_on_a_weighted_mixture_of_two_folders(tmp_path, shards, shared_
     summary = json.loads(capsys.readouterr().out)
     assert summary["step"] == 3 and summary["val_loss"] is not None
     assert json.loads((run / "run.json").read_text())["data"]["weights"] == [3.0, 1.0]
+
+
+def test_a_prepared_folder_moved_elsewhere_still_trains(tmp_path, shared_data, tiny_args, capsys):
+    """meta.json names the tokenizer copy inside the folder, so moving the folder (or copying it to another
+    machine, without the tokenizer it was prepared with) keeps it usable."""
+    import shutil
+
+    from scratchllm.data.prepare import prepare
+    from scratchllm.tokenizer import train_bpe
+
+    text = (shared_data / "tinyshakespeare" / "input.txt").read_text(encoding="utf-8")[:20_000]
+    (tmp_path / "corpus.txt").write_text(text, encoding="utf-8")
+    train_bpe(text, 300).save(tmp_path / "bpe")
+    here = tmp_path / "here" / "data"
+    prepare([tmp_path / "corpus.txt"], tmp_path / "bpe", here, val_fraction=0.1, progress=False)
+    moved = tmp_path / "elsewhere" / "data"
+    shutil.move(tmp_path / "here", tmp_path / "elsewhere")
+    shutil.rmtree(tmp_path / "bpe")  # the tokenizer it was prepared with is gone
+    assert json.loads((moved / "meta.json").read_text())["tokenizer"]["path"] == "tokenizer"
+
+    run = tmp_path / "run"
+    argv = ["pretrain", "--data.dirs", str(moved), "--out-dir", str(run), *tiny_args]
+    assert main([*argv, "--train.max-steps", "2", "--train.eval-every", "0"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["step"] == 2 and summary["sample"]  # the sample was decoded with the folder's tokenizer
+    assert (run / "tokenizer" / "scratchllm_tokenizer.json").is_file()

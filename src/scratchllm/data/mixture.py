@@ -144,7 +144,7 @@ class MixtureReader:
             if global_rows.size == 0:
                 continue
             # the j-th row from source s takes window j of that source's own global batch k
-            shard, start = reader._global_positions(k, rows=self.global_batch_size)
+            shard, start = reader.window_positions(k, rows=self.global_batch_size)
             mine = (global_rows >= lo) & (global_rows < hi)
             picks = np.flatnonzero(mine)
             if picks.size:

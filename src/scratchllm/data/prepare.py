@@ -14,16 +14,15 @@ The pipeline, in one pass over the input and with memory that does not grow with
   and a document never lands in both splits.
 * Everything is written into a temporary folder next to ``out_dir`` and renamed at the end, so a failure or an
   interrupt leaves no half-written dataset behind.
+* The tokenizer is saved inside the folder (``tokenizer/``) and ``meta.json`` names it by that relative path, so
+  the folder can be moved or copied to another machine and still be read, trained on and decoded.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-import os
-import shutil
 import sys
-import tempfile
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -32,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from scratchllm.atomic import atomic_folder
 from scratchllm.data.clean import Filters, dedup_key, normalize_text, strip_gutenberg
 from scratchllm.data.readers import (
     LARGE_TXT_BYTES,
@@ -41,7 +41,7 @@ from scratchllm.data.readers import (
     expand_inputs,
     read_documents,
 )
-from scratchllm.data.shards import FORMAT, FORMAT_VERSION, META_FILE, ShardWriter, file_sha256, token_dtype
+from scratchllm.data.shards import FORMAT, FORMAT_VERSION, ShardWriter, file_sha256, token_dtype, write_meta
 from scratchllm.errors import ScratchLLMError
 
 #: a batch sent to a worker closes when it holds this many characters (or BATCH_DOCS documents)
@@ -77,17 +77,14 @@ def _init_worker(tokenizer_dir: str, settings: CleanSettings, tok: Any = None) -
 def _array_encoder(tok: Any) -> Any:
     """``text -> token ids as a numpy array`` (dtype of the shards) by the fastest route the tokenizer offers.
 
-    tiktoken can return a numpy array directly, which skips building a Python list of ints and converting it
-    (about a fifth of the per-token cost of ``prepare``). We use it when the tokenizer runs on tiktoken (the
-    same ranks and pattern, so the same ids: the prepare tests compare against ``encode_ordinary``), else the
-    tokenizer's own ``encode_ordinary``.
+    A BPE tokenizer hands out numpy arrays itself (:meth:`BPETokenizer.encode_ordinary_array`, straight from
+    tiktoken when it runs there); any other tokenizer's ``encode_ordinary`` list is converted.
     """
+    from scratchllm.tokenizer.bpe import BPETokenizer
+
     dtype = token_dtype(tok.vocab_size)
-    fast = getattr(tok, "_tiktoken", None)
-    if fast is not None and hasattr(fast, "encode_to_numpy"):
-        return lambda text: fast.encode_to_numpy(text, allowed_special=set(), disallowed_special=()).astype(
-            dtype
-        )
+    if isinstance(tok, BPETokenizer):
+        return lambda text: tok.encode_ordinary_array(text, dtype)
     return lambda text: np.asarray(tok.encode_ordinary(text), dtype=dtype)
 
 
@@ -210,11 +207,15 @@ def _load_tokenizer(tokenizer_dir: Path) -> Any:
     return _loaded[key]
 
 
+#: where a prepared folder keeps its copy of the tokenizer (``meta.json`` names it relative to the folder)
+TOKENIZER_DIR = "tokenizer"
+
+
 def _tokenizer_info(tokenizer_dir: Path) -> tuple[Any, dict[str, Any]]:
     tok = _load_tokenizer(tokenizer_dir)
     kind = getattr(tok, "name", None) or type(tok).__name__
     return tok, {
-        "path": str(tokenizer_dir.resolve()),
+        "path": TOKENIZER_DIR,
         "kind": str(kind),
         "vocab_size": int(tok.vocab_size),
         "eot_id": tok.eot_id,
@@ -311,75 +312,72 @@ def prepare(
     filters = Filters(min_chars, max_symbol_ratio, max_repeated_line_ratio)
     settings = CleanSettings(filters, strip_gutenberg)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     pool = bar = None
     try:
-        sources = [{"path": str(p), "bytes": p.stat().st_size, "documents": 0, "kept": 0} for p in files]
-        writers = {split: ShardWriter(tmp, split, dtype, shard_tokens) for split in ("train", "val")}
-        dropped = dict.fromkeys((*FILTER_NAMES, "duplicates"), 0)
-        seen: set[bytes] = set()
-        batches = _batches(files, text_field, encoding_errors, txt_documents, sources)
-        pool = _make_pool(workers, str(tokenizer_dir), settings, tok)  # before tqdm starts its thread
-        bar = _progress_bar(sum(s["bytes"] for s in sources), progress)
-        for (_texts, source_ids, nbytes), results in _ordered_results(batches, pool, workers):
-            for source, (reason, key, token_bytes) in zip(source_ids, results):
-                if reason is not None:
-                    dropped[reason] += 1
-                elif key in seen:
-                    dropped["duplicates"] += 1
-                else:
-                    seen.add(key)
-                    sources[source]["kept"] += 1
-                    tokens = np.frombuffer(token_bytes, dtype=dtype)
-                    writers[_split_of(key, seed, val_fraction)].write(tokens)
-            bar.update(nbytes)
-        bar.close()
-        bar = None
-        if pool is not None:
-            pool.close()
-            pool.join()
-            pool = None
-        documents_read = sum(s["documents"] for s in sources)
-        if documents_read == 0:
-            raise ScratchLLMError(f"{', '.join(map(str, inputs))}: no documents found in the input")
-        splits = {}
-        for name, writer in writers.items():
-            splits[name] = {"tokens": writer.tokens, "documents": writer.documents, "shards": writer.close()}
-        if splits["train"]["documents"] == 0 and splits["val"]["documents"] == 0:
-            counts = ", ".join(f"{k}: {v}" for k, v in dropped.items() if v)
-            raise ScratchLLMError(
-                f"no documents left after filtering ({documents_read} read; dropped {counts}); "
-                "relax --min-chars / --max-symbol-ratio / --max-repeated-line-ratio"
-            )
-        if val_fraction > 0 and splits["val"]["tokens"] == 0:
-            _carve_val_from_tail(tmp, splits["train"], splits["val"], val_fraction, dtype)
-        meta = {
-            "format": FORMAT,
-            "version": FORMAT_VERSION,
-            "tokenizer": info,
-            "vocab_size": info["vocab_size"],
-            "eot_id": info["eot_id"],
-            "dtype": dtype.name,
-            "byte_order": "little",
-            "splits": splits,
-            "sources": sources,
-            "documents": {"read": documents_read, "kept": len(seen), "dropped": dropped},
-            "settings": {
-                "text_field": text_field,
-                "val_fraction": val_fraction,
-                "shard_tokens": shard_tokens,
-                **asdict(filters),
-                "strip_gutenberg": strip_gutenberg,
-                "encoding_errors": encoding_errors,
-                "txt_documents": txt_documents,
-                "seed": seed,
-            },
-        }
-        import json
-
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        _publish(tmp, out_dir)
+        with atomic_folder(out_dir) as tmp:
+            sources = [{"path": str(p), "bytes": p.stat().st_size, "documents": 0, "kept": 0} for p in files]
+            writers = {split: ShardWriter(tmp, split, dtype, shard_tokens) for split in ("train", "val")}
+            dropped = dict.fromkeys((*FILTER_NAMES, "duplicates"), 0)
+            seen: set[bytes] = set()
+            batches = _batches(files, text_field, encoding_errors, txt_documents, sources)
+            pool = _make_pool(workers, str(tokenizer_dir), settings, tok)  # before tqdm starts its thread
+            bar = _progress_bar(sum(s["bytes"] for s in sources), progress)
+            for (_texts, source_ids, nbytes), results in _ordered_results(batches, pool, workers):
+                for source, (reason, key, token_bytes) in zip(source_ids, results):
+                    if reason is not None:
+                        dropped[reason] += 1
+                    elif key in seen:
+                        dropped["duplicates"] += 1
+                    else:
+                        seen.add(key)
+                        sources[source]["kept"] += 1
+                        tokens = np.frombuffer(token_bytes, dtype=dtype)
+                        writers[_split_of(key, seed, val_fraction)].write(tokens)
+                bar.update(nbytes)
+            bar.close()
+            bar = None
+            if pool is not None:
+                pool.close()
+                pool.join()
+                pool = None
+            documents_read = sum(s["documents"] for s in sources)
+            if documents_read == 0:
+                raise ScratchLLMError(f"{', '.join(map(str, inputs))}: no documents found in the input")
+            splits = {}
+            for name, writer in writers.items():
+                splits[name] = {"tokens": writer.tokens, "documents": writer.documents, "shards": writer.close()}
+            if splits["train"]["documents"] == 0 and splits["val"]["documents"] == 0:
+                counts = ", ".join(f"{k}: {v}" for k, v in dropped.items() if v)
+                raise ScratchLLMError(
+                    f"no documents left after filtering ({documents_read} read; dropped {counts}); "
+                    "relax --min-chars / --max-symbol-ratio / --max-repeated-line-ratio"
+                )
+            if val_fraction > 0 and splits["val"]["tokens"] == 0:
+                _carve_val_from_tail(tmp, splits["train"], splits["val"], val_fraction, dtype)
+            meta = {
+                "format": FORMAT,
+                "version": FORMAT_VERSION,
+                "tokenizer": info,
+                "vocab_size": info["vocab_size"],
+                "eot_id": info["eot_id"],
+                "dtype": dtype.name,
+                "byte_order": "little",
+                "splits": splits,
+                "sources": sources,
+                "documents": {"read": documents_read, "kept": len(seen), "dropped": dropped},
+                "settings": {
+                    "text_field": text_field,
+                    "val_fraction": val_fraction,
+                    "shard_tokens": shard_tokens,
+                    **asdict(filters),
+                    "strip_gutenberg": strip_gutenberg,
+                    "encoding_errors": encoding_errors,
+                    "txt_documents": txt_documents,
+                    "seed": seed,
+                },
+            }
+            tok.save(tmp / TOKENIZER_DIR)  # a copy travels with the data (see the module docstring)
+            write_meta(tmp, meta)
     except BaseException:
         if bar is not None:
             bar.leave = False
@@ -387,20 +385,8 @@ def prepare(
         if pool is not None:
             pool.terminate()
             pool.join()
-        shutil.rmtree(tmp, ignore_errors=True)
         raise
     return meta
-
-
-def _publish(tmp: Path, out_dir: Path) -> None:
-    """Rename the finished temp folder to ``out_dir``, replacing an old one only once the new one is complete."""
-    if out_dir.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-        os.replace(out_dir, old / "previous")
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out_dir)
 
 
 class _NoBar:

@@ -16,14 +16,15 @@ run resumes exactly where it stopped, and every rank of a distributed run reads 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from scratchllm.atomic import atomic_folder, write_json_atomic
 from scratchllm.errors import ScratchLLMError
+from scratchllm.utf8 import read_json
 
 if TYPE_CHECKING:
     import torch
@@ -118,34 +119,37 @@ def write_token_dataset(
     """Write already-tokenized documents as a dataset folder (shards + ``meta.json``) that readers accept.
 
     ``prepare`` is the way to build datasets from text; this is for token ids you already have (tests, synthetic
-    tasks). Each document is written as given: add ``eot_id`` yourself if you want separators.
+    tasks). Each document is written as given: add ``eot_id`` yourself if you want separators. The folder is
+    assembled beside ``out_dir`` and renamed into place when complete (replacing an earlier one).
     """
-    import json
-
-    folder = Path(out_dir)
-    folder.mkdir(parents=True, exist_ok=True)
     dtype = token_dtype(vocab_size)
     entries = {}
-    for split, documents in splits.items():
-        writer = ShardWriter(folder, split, dtype, shard_tokens)
-        for doc in documents:
-            ids = np.asarray(doc, dtype=np.int64)
-            if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
-                raise ScratchLLMError(f"split {split!r}: token id out of range 0..{vocab_size - 1}")
-            writer.write(ids.astype(dtype))
-        entries[split] = {"tokens": writer.tokens, "documents": writer.documents, "shards": writer.close()}
-    meta = {
-        "format": FORMAT,
-        "version": FORMAT_VERSION,
-        "tokenizer": tokenizer or {"path": None, "kind": None, "vocab_size": vocab_size, "eot_id": eot_id},
-        "vocab_size": vocab_size,
-        "eot_id": eot_id,
-        "dtype": dtype.name,
-        "byte_order": "little",
-        "splits": entries,
-    }
-    (folder / META_FILE).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+    with atomic_folder(out_dir) as folder:
+        for split, documents in splits.items():
+            writer = ShardWriter(folder, split, dtype, shard_tokens)
+            for doc in documents:
+                ids = np.asarray(doc, dtype=np.int64)
+                if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
+                    raise ScratchLLMError(f"split {split!r}: token id out of range 0..{vocab_size - 1}")
+                writer.write(ids.astype(dtype))
+            entries[split] = {"tokens": writer.tokens, "documents": writer.documents, "shards": writer.close()}
+        meta = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "tokenizer": tokenizer or {"path": None, "kind": None, "vocab_size": vocab_size, "eot_id": eot_id},
+            "vocab_size": vocab_size,
+            "eot_id": eot_id,
+            "dtype": dtype.name,
+            "byte_order": "little",
+            "splits": entries,
+        }
+        write_meta(folder, meta)
     return meta
+
+
+def write_meta(folder: str | Path, meta: dict[str, Any]) -> Path:
+    """Write ``meta.json`` into ``folder`` atomically (a crash leaves the old file or the new one)."""
+    return write_json_atomic(Path(folder) / META_FILE, meta)
 
 
 def load_meta(data_dir: str | Path) -> dict[str, Any]:
@@ -156,18 +160,30 @@ def load_meta(data_dir: str | Path) -> dict[str, Any]:
     path = folder / META_FILE
     if not path.is_file():
         raise ScratchLLMError(f"{path}: missing; expected a folder written by `scratchllm prepare`")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ScratchLLMError(f"{path}: not valid JSON ({exc})") from None
+    meta = read_json(path)
     if (
         not isinstance(meta, dict)
         or meta.get("format") != FORMAT
-        or "splits" not in meta
+        or not isinstance(meta.get("splits"), dict)
         or "dtype" not in meta
     ):
         raise ScratchLLMError(f"{path}: not a scratchllm token-shard meta.json (format {FORMAT!r} expected)")
+    for split, entry in meta["splits"].items():
+        for shard in entry.get("shards", []) if isinstance(entry, dict) else []:
+            name = shard.get("file") if isinstance(shard, dict) else None
+            if not _is_plain_file_name(name):
+                raise ScratchLLMError(
+                    f"{path}: split {split!r} names shard file {name!r}; expected a plain file name inside the "
+                    "data folder (no path, no '..')"
+                )
     return meta
+
+
+def _is_plain_file_name(name: Any) -> bool:
+    """True for ``train_000000.bin``; False for anything that could point outside its folder."""
+    if not isinstance(name, str) or name in ("", ".", ".."):
+        return False
+    return PurePosixPath(name).name == name and PureWindowsPath(name).name == name
 
 
 class ShardReader:
@@ -264,10 +280,11 @@ class ShardReader:
     def global_batch_size(self) -> int:
         return self.batch_size * self.world_size
 
-    def _global_positions(self, batch_index: int, rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(shard index, start token) for every row of global batch number ``batch_index``.
+    def window_positions(self, batch_index: int, rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(shard index, start token) for every row of global batch number ``batch_index`` (all ranks).
 
-        ``rows`` overrides the number of rows (a mixture asks each source for its own global batch size).
+        ``rows`` overrides the number of rows: a mixture asks each source for as many rows as the mixture's
+        global batch and reads the windows it picks with :meth:`read_windows`.
         """
         rows = self.global_batch_size if rows is None else rows
         if self.random:
@@ -284,7 +301,7 @@ class ShardReader:
         """int64 tensors ``x``, ``y`` of shape ``(batch_size, context_length)``; ``y`` is ``x`` shifted by one."""
         import torch
 
-        shard, start = self._global_positions(self.batches_drawn)
+        shard, start = self.window_positions(self.batches_drawn)
         lo = self.rank * self.batch_size
         rows = self.read_windows(shard[lo : lo + self.batch_size], start[lo : lo + self.batch_size])
         self.batches_drawn += 1

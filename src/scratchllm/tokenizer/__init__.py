@@ -11,7 +11,8 @@ Special tokens behave as in tiktoken: ``encode`` refuses ``<|endoftext|>`` in us
 from __future__ import annotations
 
 from scratchllm.tokenizer.base import ENDOFTEXT, Tokenizer
-from scratchllm.tokenizer.bpe import GPT2_PATTERN, BPETokenizer, train_bpe
+from scratchllm.tokenizer.bpe import GPT2_PATTERN, BPETokenizer
+from scratchllm.tokenizer.bpe_train import train_bpe
 from scratchllm.tokenizer.gpt2 import load_gpt2
 from scratchllm.tokenizer.loading import load
 from scratchllm.tokenizer.simple import SimpleTokenizer

@@ -41,6 +41,7 @@ from torch import nn
 
 from scratchllm.atomic import fsync_path
 from scratchllm.errors import ScratchLLMError
+from scratchllm.utf8 import read_json
 
 MARKER = "COMPLETE"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -229,10 +230,7 @@ def latest_checkpoint(root: Path) -> Path | None:
 
 
 def read_trainer_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads((Path(path) / "trainer.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ScratchLLMError(f"{path}/trainer.json: unreadable checkpoint metadata ({exc})") from None
+    return read_json(Path(path) / "trainer.json")
 
 
 # ---------------------------------------------------------------------------------------------- save
@@ -393,11 +391,11 @@ def load_checkpoint(
     options = StateDictOptions(full_state_dict=True, strict=False)
     set_model_state_dict(model, model_state, options=options)
     if optimizer is not None:
-        meta = json.loads((path / "optimizer.json").read_text(encoding="utf-8"))
+        meta = read_json(path / "optimizer.json")
         tensors = load_file(str(path / "optimizer.safetensors"))
         set_optimizer_state_dict(model, optimizer, _join_optimizer_state(tensors, meta), options=options)
     if restore_rng:
-        states = json.loads((path / "rng.json").read_text(encoding="utf-8"))
+        states = read_json(path / "rng.json")
         rank, world = _rank(), _world_size()
         say = (log or _stderr) if rank == 0 else (lambda _message: None)
         if len(states) != world:
