@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import torch
 
+from scratchllm.config import ModelConfig
 from scratchllm.model import (
     CausalAttention,
+    GPTModel,
     MultiHeadAttention,
     MultiHeadAttentionWrapper,
     SelfAttention,
@@ -50,9 +52,9 @@ def test_wrapper_fused_and_sdpa_agree_with_equal_weights() -> None:
     torch.manual_seed(1)
     d_in, head_dim, heads, T = 10, 4, 3, 9
     wrapper = MultiHeadAttentionWrapper(d_in, head_dim, 16, heads, qkv_bias=True)
-    explicit = MultiHeadAttention(d_in, head_dim * heads, 16, heads, qkv_bias=True, use_sdpa=False)
+    explicit = MultiHeadAttention(d_in, head_dim * heads, heads, qkv_bias=True, use_sdpa=False)
     _copy_wrapper_into_fused(wrapper, explicit)
-    sdpa = MultiHeadAttention(d_in, head_dim * heads, 16, heads, qkv_bias=True, use_sdpa=True)
+    sdpa = MultiHeadAttention(d_in, head_dim * heads, heads, qkv_bias=True, use_sdpa=True)
     sdpa.load_state_dict(explicit.state_dict())
     x = torch.randn(2, T, d_in)
     ref = wrapper(x)
@@ -65,8 +67,8 @@ def test_future_tokens_never_change_past_outputs() -> None:
     modules = [
         CausalAttention(8, 8, 12),
         MultiHeadAttentionWrapper(8, 4, 12, 2),
-        MultiHeadAttention(8, 8, 12, 2, use_sdpa=False),
-        MultiHeadAttention(8, 8, 12, 2, use_sdpa=True),
+        MultiHeadAttention(8, 8, 2, use_sdpa=False),
+        MultiHeadAttention(8, 8, 2, use_sdpa=True),
     ]
     x = torch.randn(1, 10, 8)
     for module in modules:
@@ -86,8 +88,8 @@ def test_dropout_only_in_training_mode() -> None:
     x = torch.randn(2, 6, 8)
     for module in (
         CausalAttention(8, 8, 6, dropout=0.5),
-        MultiHeadAttention(8, 8, 6, 2, dropout=0.5, use_sdpa=False),
-        MultiHeadAttention(8, 8, 6, 2, dropout=0.5, use_sdpa=True),
+        MultiHeadAttention(8, 8, 2, dropout=0.5, use_sdpa=False),
+        MultiHeadAttention(8, 8, 2, dropout=0.5, use_sdpa=True),
     ):
         module.eval()
         assert torch.equal(module(x), module(x))
@@ -106,3 +108,46 @@ def test_dropout_only_in_training_mode() -> None:
             module.dropout.p = 0.0
         module.train()
         assert torch.allclose(module(x), clean, atol=1e-6)  # with p=0 training mode equals eval mode
+
+
+def _attention_path(model: GPTModel, explicit: bool) -> None:
+    """Select the explicit (educational) or the fused SDPA attention in every block of ``model``."""
+    for module in model.modules():
+        if isinstance(module, MultiHeadAttention):
+            module.use_sdpa = not explicit
+
+
+def test_gpt_model_explicit_attention_equals_fused_with_padding_and_kv_cache(monkeypatch) -> None:
+    """Inside GPTModel, the readable softmax(q k^T / sqrt(d)) v path and the fused kernel agree: a full forward
+    with left padding, a KV-cache prefill + token-by-token decode of the padded batch, and the gradients."""
+    torch.manual_seed(6)
+    cfg = ModelConfig(vocab_size=97, context_length=32, emb_dim=24, n_heads=3, n_layers=2)
+    model = GPTModel(cfg).eval()
+    ids = torch.randint(0, cfg.vocab_size, (3, 14))
+    pad = torch.tensor([0, 3, 7])  # rows 1 and 2 start with 3 and 7 padding tokens
+
+    def run() -> tuple[torch.Tensor, torch.Tensor]:
+        full = model(ids, pad=pad)
+        cache = model.new_kv_cache(3, pad=pad)
+        steps = [model(ids[:, :9], kv_cache=cache)]  # prefill 9 tokens, then decode the rest one at a time
+        steps += [model(ids[:, t : t + 1], kv_cache=cache) for t in range(9, 14)]
+        return full, torch.cat(steps, dim=1)
+
+    fused_full, fused_cached = run()
+    _attention_path(model, explicit=True)
+    with monkeypatch.context() as m:  # prove the explicit path runs: the fused kernel is not reachable
+        m.setattr(torch.nn.functional, "scaled_dot_product_attention", None)
+        explicit_full, explicit_cached = run()
+    real = torch.arange(14)[None, :] >= pad[:, None]  # outputs at padding positions are unused
+    torch.testing.assert_close(explicit_full[real], fused_full[real], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(explicit_cached[real], fused_cached[real], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fused_cached[real], fused_full[real], rtol=1e-5, atol=1e-5)  # cache == none
+
+    grads = []
+    for explicit in (True, False):
+        _attention_path(model, explicit)
+        model.zero_grad()
+        model(ids, pad=pad)[real].logsumexp(-1).sum().backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

@@ -347,3 +347,21 @@ def test_a_crash_while_replacing_a_complete_checkpoint_keeps_one(tmp_path, tiny_
     save_checkpoint(tmp_path, 2, model=model, optimizer=None, trainer_state={"tag": "new"})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step-2"]  # leftovers gone, replacement in place
     assert load_checkpoint(tmp_path / "step-2", model=model)["tag"] == "new"
+
+
+def test_checkpoints_record_the_validation_loss_of_their_own_step(tmp_path, tiny_config, token_stream, reader_class):
+    """The evaluation result travels through ``Trainer.last_eval``; a checkpoint at a step without an
+    evaluation records no validation loss rather than an older one."""
+    from scratchllm.train.callbacks import CheckpointCallback, EvalCallback
+
+    reader = reader_class(token_stream, context_length=16, batch_size=4)
+    trainer = make_trainer(tiny_config(), reader, max_steps=4)
+    val = reader_class(token_stream, context_length=16, batch_size=4, seed=5)
+    evaluator = EvalCallback(2, {"val": lambda: evaluate_loss(trainer.model, val, 1)})
+    trainer.callbacks = [evaluator, CheckpointCallback(tmp_path, 1, keep_last=10)]
+    assert trainer.last_eval is None
+    trainer.fit()
+    recorded = {p.name: json.loads((p / "trainer.json").read_text())["val_loss"] for p in tmp_path.iterdir()}
+    assert recorded["step-1"] is None and recorded["step-3"] is None
+    assert recorded["step-4"] == trainer.last_eval["val_loss"] == evaluator.last["val_loss"]
+    assert isinstance(recorded["step-2"], float)

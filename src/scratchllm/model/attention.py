@@ -188,7 +188,6 @@ class MultiHeadAttention(nn.Module):
         self,
         d_in: int,
         d_out: int,
-        context_length: int,
         num_heads: int,
         dropout: float = 0.0,
         qkv_bias: bool = False,
@@ -202,7 +201,6 @@ class MultiHeadAttention(nn.Module):
         self.d_out = d_out
         self.dropout = dropout
         self.use_sdpa = use_sdpa
-        self.context_length = context_length
         self.qkv = nn.Linear(d_in, 3 * d_out, bias=qkv_bias)
         self.out_proj = nn.Linear(d_out, d_out)
 

@@ -79,7 +79,6 @@ class TransformerBlock(nn.Module):
         self.att = MultiHeadAttention(
             cfg.emb_dim,
             cfg.emb_dim,
-            cfg.context_length,
             cfg.n_heads,
             dropout=cfg.drop_rate,
             qkv_bias=cfg.qkv_bias,

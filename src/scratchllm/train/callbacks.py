@@ -63,7 +63,7 @@ class EvalCallback(Callback):
         finally:
             restore_rng_state(rng)
         self.last = result
-        trainer.last_eval = result  # type: ignore[attr-defined]
+        trainer.last_eval = result
         if self.logger is not None:
             parts = [
                 f"{k} {result[k]:.4f}" for k in ("train_loss", "val_loss", "val_perplexity") if k in result
@@ -190,7 +190,7 @@ class CheckpointCallback(Callback):
 
     def save(self, trainer: Trainer) -> Path | None:
         step = trainer.state.step
-        last_eval = getattr(trainer, "last_eval", None)
+        last_eval = trainer.last_eval
         val_loss = last_eval.get("val_loss") if last_eval and last_eval.get("step") == step else None
         state = {**trainer.state_dict(), "val_loss": val_loss}
         if self.extra_state is not None:

@@ -102,20 +102,6 @@ def teardown_distributed() -> None:
         torch.distributed.destroy_process_group()
 
 
-def broadcast_flag(flag: bool) -> bool:
-    """Rank 0's boolean, on every rank."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return flag
-    device = (
-        torch.device("cuda", torch.cuda.current_device())
-        if torch.distributed.get_backend() == "nccl"
-        else "cpu"
-    )
-    value = torch.tensor([1 if flag else 0], device=device)
-    torch.distributed.broadcast(value, src=0)
-    return bool(value.item())
-
-
 def find_blocks(model: nn.Module) -> nn.ModuleList:
     """The repeated transformer blocks: ``model.blocks``, else the longest ModuleList of one module type."""
     blocks = getattr(model, "blocks", None)

@@ -208,6 +208,10 @@ class Trainer:
         max_seconds: stop once this much wall time has been spent in this call of :meth:`fit`.
         skip_nonfinite: skip (and count) steps with a non-finite loss or gradient norm instead of raising.
         callbacks: evaluation / logging / checkpoint hooks.
+
+    Attributes callbacks share: ``state`` (:class:`TrainState`), ``stop_reason`` once :meth:`fit` returns, and
+    ``last_eval``, the newest evaluation result (a dict with ``step`` and losses, set by an evaluation callback
+    and read by the checkpoint callback to keep the best checkpoint).
     """
 
     def __init__(
@@ -248,6 +252,7 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.state = TrainState()
         self.stop_reason: str | None = None
+        self.last_eval: dict[str, Any] | None = None
         self._params = [p for p in model.parameters() if p.requires_grad]
 
     # ------------------------------------------------------------------------------------------ one step
