@@ -52,8 +52,8 @@ def read_utf8(path: Path, errors: str = "strict", *, replace_flag: str | None = 
 
 
 def read_json(path: Path) -> Any:
-    """Read a UTF-8 JSON file; unreadable or invalid JSON gives a one-line error naming ``path``, line and column."""
+    """Read a UTF-8 JSON file; unreadable or invalid JSON gives a one-line error naming ``path`` and the line."""
     try:
         return json.loads(read_utf8(path))
     except json.JSONDecodeError as exc:
-        raise ScratchLLMError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg})") from None
+        raise ScratchLLMError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None

@@ -11,8 +11,6 @@ Special tokens follow tiktoken's contract exactly, because users (and our parity
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,8 +20,9 @@ from typing import Any, Literal
 
 import regex
 
+from scratchllm.atomic import atomic_folder
 from scratchllm.errors import ScratchLLMError
-from scratchllm.utf8 import read_utf8
+from scratchllm.utf8 import read_json as read_json  # re-exported: the tokenizer modules read JSON through it
 
 ENDOFTEXT = "<|endoftext|>"
 META_FILE = "scratchllm_tokenizer.json"
@@ -143,24 +142,11 @@ class Tokenizer(ABC):
     def save(self, folder: str | Path) -> Path:
         """Write the tokenizer (JSON/text only) to ``folder`` atomically, with a metadata file naming its kind."""
         folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-        try:
+        with atomic_folder(folder) as tmp:
             meta = {"format_version": FORMAT_VERSION, **self._save_files(tmp)}
             meta.setdefault("vocab_size", self.vocab_size)
             meta.setdefault("special_tokens", self.special_tokens)
             write_json(tmp / META_FILE, meta)
-            if folder.exists():
-                # Replace the old folder only once the new one is complete.
-                old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
-                os.replace(folder, old / "x")
-                os.replace(tmp, folder)
-                _rmtree(old)
-            else:
-                os.replace(tmp, folder)
-        except BaseException:
-            _rmtree(tmp)
-            raise
         return folder
 
 
@@ -168,15 +154,3 @@ def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
 
 
-def read_json(path: Path) -> Any:
-    """Read a JSON file; errors name the file and line."""
-    try:
-        return json.loads(read_utf8(path))
-    except json.JSONDecodeError as exc:
-        raise ScratchLLMError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
-
-
-def _rmtree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,8 @@ from typing import Any, TextIO
 
 import torch
 from torch import nn
+
+from scratchllm.atomic import atomic_file
 
 COLUMNS = [
     "kind",
@@ -177,12 +178,10 @@ class MetricsLogger:
         if resume_step is not None and self.csv_path.is_file():
             with open(self.csv_path, newline="", encoding="utf-8") as fh:
                 self.rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= resume_step]
-        tmp = self.csv_path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        with atomic_file(self.csv_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=COLUMNS)
             writer.writeheader()
             writer.writerows(self.rows)
-        os.replace(tmp, self.csv_path)
         try:  # TensorBoard is optional: skipped silently when it is not installed
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
@@ -255,10 +254,9 @@ class MetricsLogger:
         if ax.lines:
             ax.legend()
         fig.tight_layout()
-        tmp = self.png_path.with_name(".loss.tmp.png")
-        fig.savefig(tmp, dpi=100)
+        with atomic_file(self.png_path) as tmp:
+            fig.savefig(tmp, dpi=100)
         plt.close(fig)
-        os.replace(tmp, self.png_path)
 
     def close(self) -> None:
         if self._tb is not None:
