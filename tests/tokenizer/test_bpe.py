@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from collections import Counter
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from dev_deps import require
 from scratchllm.errors import ScratchLLMError
 from scratchllm.tokenizer import ENDOFTEXT, BPETokenizer, load, train_bpe
-from scratchllm.tokenizer.bpe_train import _split_for_workers, count_pretokens, learn_merges
+from scratchllm.tokenizer.bpe_train import _count_chunk, _split_for_workers, count_pretokens, learn_merges
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +99,18 @@ def test_training_learns_frequent_words(trained):
         assert len(trained.encode_ordinary(word)) == 1, word
 
 
-def test_training_is_deterministic_and_parallel_counting_equals_serial(english):
+_RECORD: dict[str, Path] = {}
+
+
+def _recording_count_chunk(args):
+    """bpe_train's chunk counter, leaving a file named after the process that ran it."""
+    (_RECORD["dir"] / f"pid-{os.getpid()}").touch()
+    return _count_chunk(args)
+
+
+def test_training_is_deterministic_and_parallel_counting_equals_serial(english, tmp_path, monkeypatch):
+    from scratchllm.tokenizer import bpe_train
+
     text = english[:400_000] + "<|endoftext|>" + english[400_000:600_000]
     a = train_bpe(text, 700, backend="python")
     b = train_bpe([text], 700, backend="python")
@@ -107,8 +119,18 @@ def test_training_is_deterministic_and_parallel_counting_equals_serial(english):
     serial = count_pretokens([text], pattern, [ENDOFTEXT], workers=1)
     chunks = _split_for_workers(text, 50_000)
     assert len(chunks) > 5 and "".join(chunks) == text
-    assert sum((Counter(count_pretokens([c], pattern, [ENDOFTEXT])) for c in chunks), Counter()) == serial
     assert ENDOFTEXT not in "".join(serial)
+
+    # The real pool: lower its thresholds for this small text and record which process counted each chunk
+    # (the workers are forked after the patch, so they run the recording version).
+    monkeypatch.setattr(bpe_train, "_PARALLEL_MIN_CHARS", 0)
+    monkeypatch.setattr(bpe_train, "_CHUNK_CHARS", 50_000)
+    monkeypatch.setattr(bpe_train, "_count_chunk", _recording_count_chunk)
+    monkeypatch.setitem(_RECORD, "dir", tmp_path)
+    parallel = count_pretokens([text], pattern, [ENDOFTEXT], workers=2)
+    workers = {int(p.name.removeprefix("pid-")) for p in tmp_path.glob("pid-*")}
+    assert workers and os.getpid() not in workers  # every chunk was counted in a pool process
+    assert parallel == serial
 
 
 def test_special_tokens_are_not_learned_from_text():
