@@ -1,10 +1,16 @@
 """bf16 autocast trains like fp32: the loss curve of a small run stays within 1 % over 200 steps.
 
 The curve is compared as means over windows of 10 steps (what a loss plot shows): single steps differ more,
-because bf16 rounding changes which way each noisy step goes. Slow on CPUs without native bf16 matmuls.
+because bf16 rounding changes which way each noisy step goes.
+
+Where the CPU has native bf16 matmuls (AVX512-BF16 or AMX) the test runs with the default suite, so CI covers it
+on such hardware. Elsewhere bf16 is emulated and takes minutes, so it is marked slow; run it there with
+``python -m pytest -m slow tests/train/test_precision.py``.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,7 +22,18 @@ from scratchllm.train.optim import build_adamw
 from scratchllm.train.schedule import WarmupCosineSchedule
 
 
-@pytest.mark.slow
+def _native_bf16_cpu() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:  # not Linux: assume emulated bf16
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+# In the default run only where it is fast; `-m slow` runs it everywhere.
+pytestmark = [] if _native_bf16_cpu() else [pytest.mark.slow]
+
+
 def test_bf16_autocast_loss_curve_within_one_percent_of_fp32(tiny_config, shards):
     curves = {}
     for precision in ("fp32", "bf16"):
