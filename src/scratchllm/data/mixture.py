@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from scratchllm.data.shards import ShardReader, load_meta
+from scratchllm.data.shards import ShardReader, load_meta, reader_position, saved_position
 from scratchllm.errors import ScratchLLMError
 
 if TYPE_CHECKING:
@@ -161,24 +161,13 @@ class MixtureReader:
             "kind": "mixture",
             "names": list(self.names),
             "weights": [float(w) for w in self.weights],
-            "seed": self.seed,
-            "random": self.random,
-            "context_length": self.context_length,
-            "global_batch_size": self.global_batch_size,
-            "batches_drawn": self.batches_drawn,
+            **reader_position(self),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        mine = self.state_dict()
-        for key in ("seed", "random", "context_length", "global_batch_size", "weights"):
-            if key in state and state[key] != mine[key]:
-                raise ScratchLLMError(
-                    f"MixtureReader state: {key} is {state[key]!r} in the saved state but {mine[key]!r} here; "
-                    "resume with the same data settings"
-                )
-        if not isinstance(state.get("batches_drawn"), int) or state["batches_drawn"] < 0:
-            raise ScratchLLMError("MixtureReader state: batches_drawn must be a non-negative integer")
-        self.batches_drawn = state["batches_drawn"]
+        """Continue from ``state``; the sources may be renamed, every other setting must be the same."""
+        mine = {k: v for k, v in self.state_dict().items() if k not in ("kind", "names")}
+        self.batches_drawn = saved_position("MixtureReader", state, mine)
 
     def report(self, total_tokens: int) -> str:
         """The plan for a run of ``total_tokens`` training tokens (see :func:`mixture_report`)."""

@@ -186,6 +186,31 @@ def _is_plain_file_name(name: Any) -> bool:
     return PurePosixPath(name).name == name and PureWindowsPath(name).name == name
 
 
+def reader_position(reader: Any) -> dict[str, Any]:
+    """The settings that fix a reader's sequence of batches, and how far along it is (``batches_drawn``)."""
+    return {
+        "seed": reader.seed,
+        "random": reader.random,
+        "context_length": reader.context_length,
+        "global_batch_size": reader.global_batch_size,
+        "batches_drawn": reader.batches_drawn,
+    }
+
+
+def saved_position(kind: str, state: dict[str, Any], mine: dict[str, Any]) -> int:
+    """``batches_drawn`` of a saved reader ``state``, after checking every other setting equals ``mine``'s."""
+    for key, value in mine.items():
+        if key != "batches_drawn" and key in state and state[key] != value:
+            raise ScratchLLMError(
+                f"{kind} state: {key} is {state[key]!r} in the saved state but {value!r} in this reader; "
+                "resume with the same data settings"
+            )
+    drawn = state.get("batches_drawn")
+    if not isinstance(drawn, int) or drawn < 0:
+        raise ScratchLLMError(f"{kind} state: batches_drawn must be a non-negative integer, got {drawn!r}")
+    return drawn
+
+
 class ShardReader:
     """Batches of ``(x, y)`` windows from one split of a prepared dataset.
 
@@ -323,29 +348,11 @@ class ShardReader:
     # ------------------------------------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue the same sequence of batches (JSON-serialisable)."""
-        return {
-            "split": self.split,
-            "seed": self.seed,
-            "random": self.random,
-            "context_length": self.context_length,
-            "global_batch_size": self.global_batch_size,
-            "batches_drawn": self.batches_drawn,
-        }
+        return {"split": self.split, **reader_position(self)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from ``state``; the reader must have been built with the same settings."""
-        for key in ("split", "seed", "random", "context_length", "global_batch_size"):
-            mine = self.state_dict()[key]
-            if key in state and state[key] != mine:
-                raise ScratchLLMError(
-                    f"ShardReader state: {key} is {state[key]!r} in the saved state but {mine!r} in this reader; "
-                    "resume with the same data settings"
-                )
-        if not isinstance(state.get("batches_drawn"), int) or state["batches_drawn"] < 0:
-            raise ScratchLLMError(
-                f"ShardReader state: batches_drawn must be a non-negative integer, got {state.get('batches_drawn')!r}"
-            )
-        self.batches_drawn = state["batches_drawn"]
+        self.batches_drawn = saved_position("ShardReader", state, self.state_dict())
 
     def __repr__(self) -> str:
         return (
