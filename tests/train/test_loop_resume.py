@@ -281,6 +281,13 @@ def test_resume_refuses_a_changed_schedule_naming_each_change(tmp_path, tiny_con
     same.resume_from(path)  # the same settings resume without a word
     assert same.state.step == 4
 
+    torch.manual_seed(0)
+    model = GPTModel(tiny_config())
+    constant = Trainer(model, build_adamw(model, lr=5e-3), reader, max_steps=8)  # no schedule: lr is a setting
+    saved_lr = first.optimizer.param_groups[0]["lr"]
+    with pytest.raises(ScratchLLMError, match=rf"\(lr {saved_lr} -> 0.005\)"):
+        constant.resume_from(path)
+
 
 def test_reschedule_applies_the_new_schedule_from_the_resumed_step(
     tmp_path, tiny_config, token_stream, reader_class

@@ -123,14 +123,17 @@ def _world_size() -> int:
     return 1
 
 
-#: optimizer settings a checkpoint carries in its param groups (the learning rate is the schedule's business)
+#: optimizer settings a checkpoint carries in its param groups (the learning rate too, when no schedule sets it)
 OPTIMIZER_SETTINGS = ("weight_decay", "betas", "eps")
 
 
-def optimizer_settings(optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
-    """The :data:`OPTIMIZER_SETTINGS` of each param group, tuples as lists (as they come back from JSON)."""
+def optimizer_settings(
+    optimizer: torch.optim.Optimizer, keys: Iterable[str] = OPTIMIZER_SETTINGS
+) -> list[dict[str, Any]]:
+    """The settings ``keys`` of each param group, tuples as lists (as they come back from JSON)."""
+    keys = tuple(keys)
     return [
-        {k: list(g[k]) if isinstance(g[k], tuple) else g[k] for k in OPTIMIZER_SETTINGS if k in g}
+        {k: list(g[k]) if isinstance(g[k], tuple) else g[k] for k in keys if k in g}
         for g in optimizer.param_groups
     ]
 
@@ -145,8 +148,11 @@ def optimizer_changes(saved: list[dict[str, Any]], current: list[dict[str, Any]]
     return list(changes.values())
 
 
-def _stderr(message: str) -> None:
-    print(f"scratchllm: {message}", file=sys.stderr, flush=True)
+def _stderr_on_rank0(message: str) -> None:
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()) or (
+        torch.distributed.get_rank() == 0
+    ):
+        print(f"scratchllm: {message}", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -388,14 +394,16 @@ class Trainer:
         A resumed run must never disagree with itself. When the schedule (lr, min_lr, warmup_steps, max_steps)
         or the optimizer settings (weight_decay, betas, eps) differ from the checkpoint's, this refuses with one
         line naming each change and both values; with ``reschedule`` the new values apply from the saved step
-        on, and ``log`` (default: stderr) says so. Returns the checkpoint's ``trainer.json``.
+        on, and ``log`` (default: stderr on rank 0) says so. Without a schedule the learning rate counts as an
+        optimizer setting. Returns the checkpoint's ``trainer.json``.
         """
-        say = log or _stderr
-        live_settings = optimizer_settings(self.optimizer)
+        say = log or _stderr_on_rank0
+        keys = OPTIMIZER_SETTINGS + (("lr",) if self.schedule is None else ())
+        live_settings = optimizer_settings(self.optimizer, keys)
         state = load_checkpoint(path, model=self.model, optimizer=self.optimizer, log=say)
         step = state["state"]["step"]
         changes = self.schedule_changes(state) + optimizer_changes(
-            optimizer_settings(self.optimizer), live_settings
+            optimizer_settings(self.optimizer, keys), live_settings
         )
         if changes and not reschedule:
             raise _changed_settings_error(str(path), changes)
