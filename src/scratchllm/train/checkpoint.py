@@ -216,10 +216,9 @@ def complete_checkpoints(root: Path) -> list[Path]:
         return []
     found: dict[int, Path] = {}
     for path in root.iterdir():
-        if path.is_dir() and (path / MARKER).is_file():
-            match = _STEP_DIR.match(path.name) or _OLD_STEP_DIR.match(path.name)
-            if match is not None and (int(match.group(1)) not in found or path.name.startswith("step-")):
-                found[int(match.group(1))] = path
+        step = step_of(path)
+        if step is not None and (path / MARKER).is_file() and (step not in found or path.name.startswith("step-")):
+            found[step] = path
     return [found[step] for step in sorted(found)]
 
 
