@@ -35,3 +35,16 @@ def test_a_yaml_config_with_a_bad_byte_is_one_line(tmp_path, capsys):
     code = main(["generate", "--config", str(tmp_path / "c.yaml"), "--model", str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "c.yaml: not UTF-8 text (byte offset 29: 0xe9)" in err[0]
+
+
+def test_read_json_names_the_file_and_line(tmp_path):
+    from scratchllm.utf8 import read_json
+
+    (tmp_path / "meta.json").write_text('{\n "a": 1,\n "b": }\n', encoding="utf-8")
+    with pytest.raises(ScratchLLMError, match=r"meta.json:3: invalid JSON \(Expecting value at column 7\)"):
+        read_json(tmp_path / "meta.json")
+    (tmp_path / "bad.json").write_bytes(b'{"a": "caf\xe9"}')
+    with pytest.raises(ScratchLLMError, match=r"bad.json: not UTF-8 text \(byte offset 10: 0xe9\)"):
+        read_json(tmp_path / "bad.json")
+    (tmp_path / "ok.json").write_text('{"名": [1]}', encoding="utf-8")
+    assert read_json(tmp_path / "ok.json") == {"名": [1]}
