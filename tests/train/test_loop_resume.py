@@ -261,13 +261,17 @@ def test_activation_checkpointing_gives_the_same_training(tiny_config, token_str
     assert runs[0] == runs[1]
 
 
+def four_of_eight_steps(root, cfg, reader):
+    """A trainer stopped at step 4 of an 8-step schedule, and its checkpoint."""
+    trainer = make_trainer(cfg, reader, max_steps=8, stop_at_step=4)
+    trainer.fit()
+    state = trainer.state_dict()
+    return trainer, save_checkpoint(root, 4, model=trainer.model, optimizer=trainer.optimizer, trainer_state=state)
+
+
 def test_resume_refuses_a_changed_schedule_naming_each_change(tmp_path, tiny_config, token_stream, reader_class):
     reader = reader_class(token_stream, context_length=16, batch_size=4)
-    first = make_trainer(tiny_config(), reader, max_steps=8, stop_at_step=4)
-    first.fit()
-    path = save_checkpoint(
-        tmp_path, 4, model=first.model, optimizer=first.optimizer, trainer_state=first.state_dict()
-    )
+    first, path = four_of_eight_steps(tmp_path, tiny_config(), reader)
     changed = make_trainer(tiny_config(), reader, max_steps=16, lr=2e-2, weight_decay=0.05)
     with pytest.raises(ScratchLLMError) as info:
         changed.resume_from(path)
@@ -293,11 +297,7 @@ def test_reschedule_applies_the_new_schedule_from_the_resumed_step(
     tmp_path, tiny_config, token_stream, reader_class
 ):
     reader = reader_class(token_stream, context_length=16, batch_size=4)
-    first = make_trainer(tiny_config(), reader, max_steps=8, stop_at_step=4)
-    first.fit()
-    path = save_checkpoint(
-        tmp_path, 4, model=first.model, optimizer=first.optimizer, trainer_state=first.state_dict()
-    )
+    first, path = four_of_eight_steps(tmp_path, tiny_config(), reader)
     longer = make_trainer(tiny_config(), reader, max_steps=16, min_lr=5e-4, weight_decay=0.05)
     said = []
     longer.resume_from(path, reschedule=True, log=said.append)
