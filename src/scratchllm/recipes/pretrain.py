@@ -5,9 +5,9 @@
 1. :func:`~scratchllm.train.distributed.setup_distributed` joins the process group (under torchrun) and picks
    the device; :func:`~scratchllm.train.device.resolve_precision` picks the precision for it;
 2. :func:`build_data` opens the shard readers (train: this rank's rows of each global batch; fixed train/val
-   evaluation sets) once the model's context length is known;
-3. :func:`build_model` builds the model seeded identically on every rank and wraps it for the hardware
-   (activation checkpointing, compile, DDP or FSDP2);
+   evaluation sets) once the model's context length is known; :func:`write_run_folder` records the settings;
+3. :func:`build_model` builds the model seeded identically on every rank, :func:`wrap_model` wraps it for the
+   hardware (activation checkpointing, compile, DDP or FSDP2);
 4. :func:`build_trainer` builds AdamW, the schedule and the :class:`~scratchllm.train.loop.Trainer`;
    :func:`resume_or_refuse` continues from the newest complete checkpoint when asked;
 5. :func:`attach_callbacks` adds evaluation, logging and checkpoints, and ``trainer.fit()`` runs.
@@ -49,14 +49,8 @@ def open_reader(
     world: int,
 ) -> Any:
     """A :class:`ShardReader` for one folder, a :class:`MixtureReader` for several."""
-    common = dict(
-        context_length=context_length,
-        batch_size=batch_size,
-        seed=seed,
-        random=random,
-        rank=rank,
-        world_size=world,
-    )
+    common = dict(context_length=context_length, batch_size=batch_size, seed=seed, random=random)
+    common.update(rank=rank, world_size=world)
     if len(data.dirs) == 1:
         from scratchllm.data.shards import ShardReader
 
@@ -92,11 +86,13 @@ def _copy_tokenizer(source: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write ``path`` under a temporary name and rename it, so a crash never leaves half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+def write_run_folder(out_dir: Path, run_info: dict[str, Any], tokenizer: Path) -> None:
+    """Create the run folder with its tokenizer copy and ``run.json`` (all settings), each written atomically."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _copy_tokenizer(tokenizer, out_dir / "tokenizer")
+    tmp = out_dir / f".run.json.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(run_info, indent=1), encoding="utf-8")
+    os.replace(tmp, out_dir / "run.json")
 
 
 @dataclass
@@ -216,28 +212,43 @@ def resume_or_refuse(trainer: Any, ckpt_root: Path, resume: bool, say: Log) -> s
     return str(latest)
 
 
+@dataclass
+class RunCallbacks:
+    """What :func:`attach_callbacks` hooked into the trainer, kept for the run's summary."""
+
+    evaluator: Any
+    checkpoints: Any
+    logger: Any
+
+
 def attach_callbacks(
     trainer: Any,
-    *,
-    eval_sets: dict[str, Any],
+    inputs: TrainingData,
     train: TrainConfig,
     env: Any,
     precision: str,
-    logger: Any,
-    tokenizer: Any,
-    checkpoints: Any,
+    *,
+    out_dir: Path,
+    run_info: dict[str, Any],
+    resumed_from: str | None,
     flops_per_token: float,
     say: Log,
-) -> Any:
+) -> RunCallbacks:
     """Evaluation (losses and a text sample), progress logging and checkpoints, in that order (step 5)."""
-    from scratchllm.train.callbacks import EvalCallback, LogCallback
+    from scratchllm.train.callbacks import CheckpointCallback, EvalCallback, LogCallback
     from scratchllm.train.checkpoint import unwrap_model
-    from scratchllm.train.logging import peak_flops
+    from scratchllm.train.logging import MetricsLogger, peak_flops
     from scratchllm.train.loop import evaluate_loss
 
     net = trainer.model
     # Evaluate and sample with the eager module (not the DDP/compile wrappers); FSDP2 needs its sharded one.
     eval_net = net if train.parallel == "fsdp" and env.distributed else unwrap_model(net)
+    tokenizer = None
+    if train.sample_prompt and train.sample_tokens > 0:
+        from scratchllm.tokenizer import load as load_tokenizer
+
+        copy = out_dir / "tokenizer"
+        tokenizer = load_tokenizer(copy if copy.exists() else inputs.tokenizer)
 
     def sample() -> str | None:
         from scratchllm.generation import generate_text
@@ -247,26 +258,30 @@ def attach_callbacks(
         net.eval()
         try:
             return generate_text(
-                eval_net,
-                tokenizer,
-                train.sample_prompt,
-                max_new_tokens=train.sample_tokens,
-                temperature=0.8,
-                top_k=40,
-                seed=train.seed,
-            )
+                eval_net, tokenizer, train.sample_prompt, max_new_tokens=train.sample_tokens, temperature=0.8,
+                top_k=40, seed=train.seed,
+            )  # fmt: skip
         finally:
             net.train()
 
     def eval_loss(reader: Any) -> Callable[[], float]:
         return lambda: evaluate_loss(eval_net, reader, train.eval_batches, device=env.device, precision=precision)
 
+    logger = MetricsLogger(out_dir, enabled=env.is_main, resume_step=trainer.state.step if resumed_from else None)
     evaluator = EvalCallback(
         train.eval_every,
-        {name: eval_loss(reader) for name, reader in eval_sets.items()},
+        {name: eval_loss(reader) for name, reader in inputs.eval_sets.items()},
         sample=sample if tokenizer is not None else None,
         logger=logger,
         on_sample=lambda text: say(f"sample: {train.sample_prompt!r} -> {text!r}"),
+    )
+    checkpoints = CheckpointCallback(
+        out_dir / "checkpoints",
+        train.save_every,
+        train.keep_last,
+        extra_state=lambda: {"run": run_info, "tokenizer": "../../tokenizer", "resumed_from": resumed_from},
+        model_config={"format": "scratchllm", "model": run_info["model"]},
+        log=say,
     )
     peak = train.peak_flops or peak_flops(env.device, precision)
     trainer.callbacks = [
@@ -274,7 +289,7 @@ def attach_callbacks(
         LogCallback(logger, train.log_every, flops_per_token=flops_per_token, peak_flops=peak),
         checkpoints,
     ]
-    return evaluator
+    return RunCallbacks(evaluator, checkpoints, logger)
 
 
 def pretrain(
@@ -300,10 +315,9 @@ def pretrain(
         resume: continue from the newest complete checkpoint in out_dir (starts fresh if there is none).
         tokenizer: tokenizer folder (default: the one recorded in the data's meta.json).
     """
-    from scratchllm.train.callbacks import CheckpointCallback
     from scratchllm.train.device import resolve_precision
     from scratchllm.train.distributed import setup_distributed, teardown_distributed
-    from scratchllm.train.logging import MetricsLogger, flops_per_token
+    from scratchllm.train.logging import flops_per_token
 
     env = setup_distributed(train.device)
     say: Log = _stderr if env.is_main else (lambda _msg: None)
@@ -319,15 +333,11 @@ def pretrain(
             "model": config.to_dict(),
             "data": {**asdict(data), "dirs": [str(d) for d in data.dirs]},
             "train": train.to_dict(),
-            "precision": precision,
-            "world_size": env.world_size,
-            "grad_accum_steps": accum,
+            **{"precision": precision, "world_size": env.world_size, "grad_accum_steps": accum},
             "tokenizer": "tokenizer",
         }
         if env.is_main:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            _copy_tokenizer(inputs.tokenizer, out_dir / "tokenizer")
-            _write_json_atomic(out_dir / "run.json", run_info)
+            write_run_folder(out_dir, run_info, inputs.tokenizer)
 
         # 3. model; 4. optimizer, schedule, trainer, resume
         net = build_model(config, train, env)
@@ -339,57 +349,27 @@ def pretrain(
             f"{train.micro_batch_size * ctx * accum * env.world_size:,} tokens "
             f"({train.micro_batch_size} x {ctx} x {accum} accumulation x {env.world_size} processes)"
         )
-        net = wrap_model(net, train, env)
-        trainer = build_trainer(net, inputs.batches, train, env, precision, accum)
-        ckpt_root = out_dir / "checkpoints"
-        resumed_from = resume_or_refuse(trainer, ckpt_root, resume, say)
+        trainer = build_trainer(wrap_model(net, train, env), inputs.batches, train, env, precision, accum)
+        resumed_from = resume_or_refuse(trainer, out_dir / "checkpoints", resume, say)
 
         # 5. callbacks and the loop
-        tokenizer_obj = None
-        if train.sample_prompt and train.sample_tokens > 0:
-            from scratchllm.tokenizer import load as load_tokenizer
-
-            run_tokenizer = out_dir / "tokenizer"
-            tokenizer_obj = load_tokenizer(run_tokenizer if run_tokenizer.exists() else inputs.tokenizer)
-        logger = MetricsLogger(out_dir, enabled=env.is_main, resume_step=trainer.state.step if resumed_from else None)
-        checkpoints = CheckpointCallback(
-            ckpt_root,
-            train.save_every,
-            train.keep_last,
-            extra_state=lambda: {"run": run_info, "tokenizer": "../../tokenizer", "resumed_from": resumed_from},
-            model_config={"format": "scratchllm", "model": config.to_dict()},
-            log=say,
-        )
-        evaluator = attach_callbacks(
-            trainer,
-            eval_sets=inputs.eval_sets,
-            train=train,
-            env=env,
-            precision=precision,
-            logger=logger,
-            tokenizer=tokenizer_obj,
-            checkpoints=checkpoints,
-            flops_per_token=fpt,
-            say=say,
-        )
+        hooks = attach_callbacks(
+            trainer, inputs, train, env, precision, out_dir=out_dir, run_info=run_info, resumed_from=resumed_from,
+            flops_per_token=fpt, say=say,
+        )  # fmt: skip
         try:
             summary = trainer.fit()
         finally:
-            logger.close()
+            hooks.logger.close()
         if summary["stop_reason"] == "time_budget":
             say(f"time budget of {train.max_minutes} min reached at step {summary['step']}; saved a checkpoint")
-        last_eval = evaluator.last or {}
+        last_eval = hooks.evaluator.last or {}
+        last_checkpoint = hooks.checkpoints.last_path
         return {
             **summary,
-            "out_dir": str(out_dir),
-            "parameters": n_params,
-            "precision": precision,
-            "world_size": env.world_size,
-            "train_loss": last_eval.get("train_loss"),
-            "val_loss": last_eval.get("val_loss"),
-            "val_perplexity": last_eval.get("val_perplexity"),
-            "sample": last_eval.get("sample"),
-            "checkpoint": str(checkpoints.last_path) if checkpoints.last_path else None,
+            **{"out_dir": str(out_dir), "parameters": n_params, "precision": precision, "world_size": env.world_size},
+            **{key: last_eval.get(key) for key in ("train_loss", "val_loss", "val_perplexity", "sample")},
+            "checkpoint": str(last_checkpoint) if last_checkpoint else None,
             "resumed_from": resumed_from,
         }
     finally:
