@@ -17,10 +17,12 @@ shim that also accepts this project's spellings from before, which the README us
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
 import sys
+import types
 import typing
 from argparse import ArgumentError
 from collections.abc import Callable, Sequence
@@ -59,8 +61,6 @@ def _as_command(entry: Any) -> Command:
 
 def _description(func: Callable[..., Any]) -> str:
     """The docstring up to its ``Args:`` section."""
-    import inspect
-
     doc = inspect.cleandoc(func.__doc__ or "")
     return doc.split("\nArgs:", 1)[0].strip()
 
@@ -90,10 +90,12 @@ def _build(only: tuple[str, ...] | None = None, table: dict[str, Any] = COMMANDS
     Reading a signature and its docstrings takes jsonargparse a good part of a second for all commands
     together, so a run (or ``--help``) builds just the command it names.
     """
-    from jsonargparse import ActionConfigFile, ArgumentParser
+    from docstring_parser import DocstringStyle
+    from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 
     from scratchllm import __version__
 
+    set_parsing_settings(docstring_parse_style=DocstringStyle.GOOGLE)  # ours are Google style: skip guessing
     leaves: dict[tuple[str, ...], tuple[Any, Command]] = {}
 
     def add_all(parent: Any, entries: dict[str, Any], path: tuple[str, ...]) -> None:
@@ -139,9 +141,8 @@ def build_parser() -> Any:
 # ------------------------------------------------------------------------------------- the spelling shim
 def _kind(typehint: Any) -> str:
     """``bool``, ``list`` or ``value``: how the shim reads the words after a flag of this type."""
-    args = typing.get_args(typehint)
-    if typing.get_origin(typehint) in (Union, getattr(__import__("types"), "UnionType", Union)):
-        inner = [a for a in args if a is not type(None)]
+    if typing.get_origin(typehint) in (Union, types.UnionType):  # X | None reads like X
+        inner = [a for a in typing.get_args(typehint) if a is not type(None)]
         typehint = inner[0] if len(inner) == 1 else typehint
     if typehint is bool:
         return "bool"
