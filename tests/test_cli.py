@@ -141,6 +141,9 @@ def test_parse_errors_and_bad_configs_are_one_line_naming_the_field(tmp_path, ca
     assert "bad.yaml:2: invalid YAML" in one_line_error(["pretrain", "--config", str(bad)], capsys)
     assert "nope.yaml: config file not found" in one_line_error(["pretrain", "--config", "nope.yaml"], capsys)
     assert "train.max_steps" in one_line_error(["pretrain", "--data.dirs", "a", "--train.max-steps", "x"], capsys)
+    assert "errors\": Expected one of 'strict', 'replace'. Got value: bogus" in one_line_error(
+        ["tokenizer", "train", "--input", "a", "--vocab-size", "300", "--out", "o", "--errors", "bogus"], capsys
+    )
     assert "tokenizer" in one_line_error(["prepare", "--input", "a"], capsys)  # required flags are named
     assert "bogus" in one_line_error(["bogus"], capsys)
     assert "--bogus" in one_line_error(["generate", "--model", "m", "--prompt", "p", "--bogus", "1"], capsys)

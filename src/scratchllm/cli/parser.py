@@ -245,8 +245,9 @@ def load_yaml_mapping(path: Path) -> dict[str, Any]:
 
 
 def _one_line(exc: BaseException) -> str:
-    """jsonargparse's message on one line, with ``<class 'int'>`` shown as ``int``."""
+    """jsonargparse's message on one line, ``<class 'int'>`` shown as ``int`` and ``Literal[...]`` as one of."""
     text = " ".join(str(exc).split())
+    text = re.sub(r"Expected a (?:typing\.)?Literal\[(.*?)\]", r"Expected one of \1", text)
     return re.sub(r"<class '(?:[\w.]*\.)?(\w+)'>", r"\1", text)
 
 
