@@ -232,16 +232,16 @@ def load_yaml_mapping(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ScratchLLMError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(read_utf8(path))
+        loaded = yaml.safe_load(read_utf8(path))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         raise ScratchLLMError(f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
-    if data is None:
+    if loaded is None:
         return {}
-    if not isinstance(data, dict):
+    if not isinstance(loaded, dict):
         raise ScratchLLMError(f"{path}: expected a mapping of option names to values at the top level")
-    return data
+    return loaded
 
 
 def _one_line(exc: BaseException) -> str:
