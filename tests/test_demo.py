@@ -3,23 +3,36 @@
 from __future__ import annotations
 
 import csv
-from dataclasses import asdict
+import json
+from dataclasses import asdict, replace
 from pathlib import Path
 
-from scratchllm.cli import main
-from scratchllm.config import ModelSpec, TrainConfig
-from scratchllm.recipes.demo import DEMO_MODEL, DEMO_TRAIN
-from scratchllm.signature_cli import build_dataclass, load_yaml_mapping
+import pytest
+
+from scratchllm.cli import main, parse_command
+from scratchllm.errors import ScratchLLMError
+from scratchllm.recipes.demo import DEMO_MODEL, DEMO_TRAIN, with_time_budget
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_demo_preset_yaml_matches_the_demo_defaults():
     """configs/demo-cpu.yaml documents the demo; it must say exactly what the code runs."""
-    data = load_yaml_mapping(PROJECT_ROOT / "configs" / "demo-cpu.yaml")
-    assert build_dataclass(ModelSpec, data["model"], "model") == DEMO_MODEL
-    yaml_train = build_dataclass(TrainConfig, data["train"], "train")
-    assert asdict(yaml_train) == asdict(DEMO_TRAIN)
+    _, kwargs = parse_command(["demo", "--config", str(PROJECT_ROOT / "configs" / "demo-cpu.yaml")])
+    assert kwargs["model"] == DEMO_MODEL
+    assert asdict(kwargs["train"]) == asdict(DEMO_TRAIN)
+
+
+def test_minutes_and_train_max_minutes_never_disagree_silently(capsys):
+    said = []
+    shorter = with_time_budget(DEMO_TRAIN, 2.5, log=said.append)
+    assert shorter.max_minutes == 2.5 and said == ["demo: --minutes 2.5 sets train.max_minutes (was 10)"]
+    assert with_time_budget(DEMO_TRAIN, None) is DEMO_TRAIN
+    with pytest.raises(ScratchLLMError, match="--minutes 5 and --train.max-minutes 3 disagree"):
+        with_time_budget(replace(DEMO_TRAIN, max_minutes=3), 5)
+    # through the command line: refused before any work starts
+    assert main(["demo", "--minutes", "5", "--train.max-minutes", "3"]) == 2
+    assert "disagree; give only one" in capsys.readouterr().err
 
 
 def test_demo_runs_the_whole_pipeline(tmp_path, shared_data, capsys):
@@ -58,6 +71,8 @@ def test_demo_runs_the_whole_pipeline(tmp_path, shared_data, capsys):
     assert max(steps) == 6
     assert any(r["val_loss"] for r in rows)
     assert list((out / "pretrain" / "checkpoints").glob("step-6"))
+    run_info = json.loads((out / "pretrain" / "run.json").read_text(encoding="utf-8"))  # written atomically
+    assert run_info["train"]["max_steps"] == 6 and not list((out / "pretrain").glob(".run.json.tmp*"))
 
     # The checkpoint generates on its own: `scratchllm generate` finds the run's tokenizer copy.
     capsys.readouterr()

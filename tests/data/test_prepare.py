@@ -303,7 +303,7 @@ def test_special_token_text_in_a_document_stays_plain_text(tmp_path, gpt2_tokeni
 
 
 def test_cli_prepare_builtin_stdlib_corpus(tmp_path, gpt2_tokenizer_dir, monkeypatch, capsys):
-    import scratchllm.data.embedded as embedded
+    import scratchllm.data.stdlib_corpus as embedded
 
     real = embedded.stdlib_corpus
     monkeypatch.setattr(embedded, "stdlib_corpus", lambda out, max_bytes=None: real(out, max_bytes=100_000))

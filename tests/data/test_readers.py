@@ -84,3 +84,44 @@ def test_paragraphs_stream_a_large_file_in_bounded_memory(tmp_path):
     assert count == 400 and streamed < size / 20
     count, whole = peak("file")
     assert count == 1 and whole > size
+
+
+def test_expand_inputs_files_folders_globs_in_a_stable_order(tmp_path):
+    from scratchllm.data.readers import expand_inputs
+
+    (tmp_path / "b.txt").write_text("b")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.jsonl").write_text('{"text": "a"}\n')
+    (tmp_path / "sub" / "notes.md").write_text("skipped by suffix")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "hidden.txt").write_text("skipped: hidden")
+    want = [tmp_path / "b.txt", tmp_path / "sub" / "a.jsonl"]
+    assert expand_inputs([tmp_path]) == [p.resolve() for p in want]
+    # globs recurse with **; a file given twice is read once; order follows the inputs
+    assert expand_inputs([str(tmp_path / "sub" / "*.jsonl"), tmp_path / "b.txt", str(tmp_path / "**" / "*.txt")]) == [
+        (tmp_path / "sub" / "a.jsonl").resolve(),
+        (tmp_path / "b.txt").resolve(),
+    ]
+    # suffixes=None (the tokenizer trains on any text file) takes notes.md too, still not hidden files
+    assert (tmp_path / "sub" / "notes.md").resolve() in expand_inputs([tmp_path], suffixes=None)
+    assert not any(".git" in p.parts for p in expand_inputs([tmp_path], suffixes=None))
+
+
+def test_expand_inputs_errors_name_the_input(tmp_path):
+    from scratchllm.data.readers import expand_inputs
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "e.txt").write_text("")
+    (tmp_path / "x.csv").write_text("a")
+    cases = [
+        (tmp_path / "missing.txt", "missing.txt: no such file or folder"),
+        (tmp_path / "*.nothing", r"\*.nothing: the pattern matches no files"),
+        (tmp_path / "empty", "empty: folder holds no .txt, .jsonl, .parquet files"),
+        (tmp_path / "e.txt", "e.txt: file is empty"),
+        (tmp_path / "x.csv", r"x.csv: unsupported file type '.csv'"),
+    ]
+    for path, message in cases:
+        with pytest.raises(ScratchLLMError, match=message):
+            expand_inputs([str(path)])
+    with pytest.raises(ScratchLLMError, match="no input files given"):
+        expand_inputs([])

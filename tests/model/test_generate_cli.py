@@ -130,3 +130,34 @@ def test_generate_hf_folder_with_real_gpt2_tokenizer(
         == 0
     )
     assert capsys.readouterr().out == "Hello, world" + expected
+
+
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [
+        ("bogus", "--device: unknown device 'bogus'; use auto, cpu, cuda, cuda:N or mps"),
+        ("cuda", "--device: 'cuda' asked for, but no CUDA GPU is available here"),
+        ("mps", "--device: 'mps' asked for, but Apple's MPS backend is not available here"),
+    ],
+)
+def test_unknown_or_absent_device_is_one_line(byte_model, capsys, device, message) -> None:
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    if device == "mps" and torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    folder, _ = byte_model
+    assert main(["generate", "--model", str(folder), "--prompt", "a", "--device", device]) == 2
+    err = capsys.readouterr().err
+    assert err == f"scratchllm: error: {message}\n"
+
+
+def test_auto_device_prefers_cuda_then_mps_then_cpu(monkeypatch) -> None:
+    from scratchllm.train import device as devices
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(devices, "_mps_available", lambda: True)
+    assert devices.resolve_device("auto") == torch.device("mps")
+    monkeypatch.setattr(devices, "_mps_available", lambda: False)
+    assert devices.resolve_device("auto") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert devices.resolve_device("auto", local_rank=1) == torch.device("cuda", 1)

@@ -101,7 +101,7 @@ def test_one_line_errors(corpus, gpt2_tokenizer_dir, tmp_path, capsys, monkeypat
     train = ["tokenizer", "train", "--vocab-size", "300", "--out", str(tmp_path / "o"), "--input"]
     assert "missing.txt: no such file" in _error([*train, str(tmp_path / "missing.txt")], capsys, monkeypatch)
     (tmp_path / "empty.txt").write_text("")
-    assert "empty.txt: empty file" in _error([*train, str(tmp_path / "empty.txt")], capsys, monkeypatch)
+    assert "empty.txt: file is empty" in _error([*train, str(tmp_path / "empty.txt")], capsys, monkeypatch)
     (tmp_path / "bad.txt").write_bytes("ok ü".encode() + b"\xfe rest")
     err = _error([*train, str(tmp_path / "bad.txt")], capsys, monkeypatch)
     assert "bad.txt: not UTF-8 text (byte offset 5" in err and "--errors replace" in err

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from scratchllm.cli import build_parser
+from scratchllm.cli import parse_command
 from scratchllm.config import DataSpec, ModelSpec, TrainConfig
 from scratchllm.errors import ScratchLLMError
 
@@ -14,8 +14,7 @@ CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"
 
 
 def kwargs_for(argv):
-    args = build_parser().parse_args(argv)
-    return args._command.kwargs_from(args)
+    return parse_command(argv)[1]
 
 
 def test_presets_exist():
@@ -57,7 +56,7 @@ def test_flags_override_yaml_and_typos_fail(tmp_path):
     assert kwargs["data"].weights == [1.0, 3.0]
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  learning_rate: 0.1\n")
-    with pytest.raises(ScratchLLMError, match="unknown field 'learning_rate'"):
+    with pytest.raises(ScratchLLMError, match="train.learning_rate"):
         kwargs_for(["pretrain", "--config", str(bad), "--data.dirs", "a"])
     bad.write_text("model:\n  preset: gpt5\n")
     with pytest.raises(ScratchLLMError, match="unknown preset 'gpt5'"):

@@ -4,7 +4,7 @@
 * :mod:`~scratchllm.data.prepare`: files -> cleaned, filtered, deduplicated token shards + ``meta.json``;
 * :mod:`~scratchllm.data.shards`: the shard format and :class:`ShardReader` (resumable, rank-sliced batches);
 * :mod:`~scratchllm.data.mixture`: weighted sampling across several prepared datasets;
-* :mod:`~scratchllm.data.embedded`: a corpus every machine has (Python's standard-library docstrings);
+* :mod:`~scratchllm.data.stdlib_corpus`: a corpus every machine has (Python's standard-library docstrings);
 * :mod:`~scratchllm.data.download`: a few public files, checked by sha256 and cached.
 
 Submodules import torch only where they need it, so ``import scratchllm.data.prepare`` stays light.

@@ -186,6 +186,13 @@ def download(
     """Download registry entry ``name`` (unless cached) and return its path.
 
     Single-file entries return the file, multi-file entries (``gpt2-tokenizer``) their folder.
+
+    Args:
+        name: registry entry (see ``scratchllm download --list``).
+        cache_dir: cache folder (default: $SCRATCHLLM_CACHE or ~/.cache/scratchllm).
+        force: download again even when the file is cached.
+        mirror: base URL that replaces each entry's host (e.g. a local mirror); also $SCRATCHLLM_MIRROR.
+        timeout: seconds to wait for the server before giving up.
     """
     if name not in REGISTRY:
         raise ScratchLLMError(f"download: unknown name {name!r}; expected one of {', '.join(REGISTRY)}")

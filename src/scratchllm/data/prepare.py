@@ -268,7 +268,28 @@ def prepare(
 ) -> dict[str, Any]:
     """Turn text files into token shards and ``meta.json`` in ``out_dir``; return the meta dictionary.
 
-    See the module docstring for the pipeline and :mod:`scratchllm.data.shards` for the output format.
+    See the module docstring for the pipeline and :mod:`scratchllm.data.shards` for the output format. These
+    arguments are also ``scratchllm prepare``'s options (``text_field`` is ``--text-field``).
+
+    Args:
+        inputs: files, folders or globs (see :func:`~scratchllm.data.readers.expand_inputs`).
+        tokenizer_dir: tokenizer folder.
+        out_dir: output folder for shards and meta.json; written atomically.
+        text_field: JSONL field / parquet column holding the text.
+        val_fraction: share of documents held out for validation (chosen by hash, so deterministic; when no
+            document is drawn, e.g. a single book, the last tokens of train become val).
+        workers: tokenizer processes.
+        shard_tokens: tokens per shard file.
+        min_chars: drop documents shorter than this many characters.
+        max_symbol_ratio: drop documents whose share of non-letter, non-digit characters is higher (1 disables).
+        max_repeated_line_ratio: drop documents whose share of repeated-line characters is higher (1 disables).
+        strip_gutenberg: keep only the text between Project Gutenberg's *** START/END OF ... *** lines.
+        encoding_errors: what to do with bytes that are not UTF-8: stop with an error, or replace them with U+FFFD.
+        txt_documents: what one document is in a .txt file: the whole file (a book), each blank-line-separated
+            paragraph, or each line (paragraphs and lines stream large corpus files).
+        seed: seed of the train/val split.
+        overwrite: replace an existing out_dir.
+        progress: show a progress bar on stderr.
     """
     if not 0.0 <= val_fraction < 1.0:
         raise ScratchLLMError(f"val_fraction: expected a number in [0, 1), got {val_fraction}")

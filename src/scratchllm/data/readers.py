@@ -38,26 +38,38 @@ class Document:
     nbytes: int  # size of the raw document in its file; drives the progress bar's MB/s
 
 
-def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
-    """Turn files, folders (searched recursively) and globs into a sorted, de-duplicated list of files.
+def expand_inputs(
+    inputs: Sequence[str | Path], suffixes: Sequence[str] | None = SUPPORTED_SUFFIXES
+) -> list[Path]:
+    """Turn files, folders and globs into a de-duplicated list of non-empty files; the one place that does it.
 
-    Order is deterministic (sorted within each input, inputs in the order given) so that the same command always
-    writes the same shards.
+    A folder gives every file below it (recursively) whose suffix is in ``suffixes``, skipping hidden files and
+    folders (``.git``); a glob gives the files it matches (``**`` recurses). With ``suffixes=None`` any file is
+    taken (the tokenizer trains on raw bytes of any text file); otherwise a file named outright must have one of
+    them too. Order is deterministic (sorted within each input, inputs in the order given) so the same command
+    always writes the same shards. Errors name the input: a missing path, a folder or pattern that gives no
+    file, an unsupported suffix, an empty file.
     """
     if not inputs:
         raise ScratchLLMError("--input: no input files given; expected files, folders or globs")
+    wanted = None if suffixes is None else tuple(s.lower() for s in suffixes)
+
+    def accepted(path: Path) -> bool:
+        return wanted is None or path.suffix.lower() in wanted
+
     files: list[Path] = []
     for item in inputs:
         text = str(item)
         path = Path(text)
         if path.is_dir():
             found = sorted(
-                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES
+                p
+                for p in path.rglob("*")
+                if p.is_file() and accepted(p) and not any(part.startswith(".") for part in p.relative_to(path).parts)
             )
             if not found:
-                raise ScratchLLMError(
-                    f"{path}: folder holds no {', '.join(SUPPORTED_SUFFIXES)} files to read"
-                )
+                kinds = "" if wanted is None else f" {', '.join(wanted)}"
+                raise ScratchLLMError(f"{path}: folder holds no{kinds} files to read")
             files.extend(found)
         elif path.is_file():
             files.append(path)
@@ -70,11 +82,12 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
             raise ScratchLLMError(f"{text}: no such file or folder")
     unique = list(dict.fromkeys(p.resolve() for p in files))
     for path in unique:
-        if path.suffix.lower() not in SUPPORTED_SUFFIXES:
+        if not accepted(path):
             raise ScratchLLMError(
-                f"{path}: unsupported file type {path.suffix or '(none)'!r}; "
-                f"expected one of {', '.join(SUPPORTED_SUFFIXES)}"
+                f"{path}: unsupported file type {path.suffix or '(none)'!r}; expected one of {', '.join(wanted or ())}"
             )
+        if path.stat().st_size == 0:
+            raise ScratchLLMError(f"{path}: file is empty; expected text")
     return unique
 
 

@@ -11,6 +11,7 @@ from scratchllm.model.attention import (
     SimplifiedSelfAttention,
     simplified_self_attention,
 )
+from scratchllm.model.decoding_layout import optimize_for_decoding, set_weight_layout, weight_layout
 from scratchllm.model.gpt import (
     GELU,
     FeedForward,
@@ -20,7 +21,6 @@ from scratchllm.model.gpt import (
     TransformerBlock,
     model_summary,
 )
-from scratchllm.model.layout import optimize_for_decoding, set_weight_layout, weight_layout
 
 __all__ = [
     "GELU",

@@ -1,13 +1,16 @@
 """Pretraining recipe: next-token prediction on prepared token shards.
 
-Read top to bottom, this is the whole pipeline of a pretraining run:
+:func:`pretrain` is the whole run in named steps, each a function that finetuning recipes reuse:
 
-1. join the process group (when launched by torchrun) and pick the device and precision;
-2. open the shard readers (train: this rank's rows of each global batch; fixed train/val evaluation sets);
-3. build the model from a preset with the tokenizer's vocabulary size, seeded identically on every rank;
-4. wrap it for the hardware (activation checkpointing, compile, DDP or FSDP2) and build AdamW + the schedule;
-5. resume from the newest complete checkpoint when asked;
-6. run the shared :class:`~scratchllm.train.loop.Trainer` with evaluation, logging and checkpoint callbacks.
+1. :func:`~scratchllm.train.distributed.setup_distributed` joins the process group (under torchrun) and picks
+   the device; :func:`~scratchllm.train.device.resolve_precision` picks the precision for it;
+2. :func:`build_data` opens the shard readers (train: this rank's rows of each global batch; fixed train/val
+   evaluation sets) once the model's context length is known; :func:`write_run_folder` records the settings;
+3. :func:`build_model` builds the model seeded identically on every rank, :func:`wrap_model` wraps it for the
+   hardware (activation checkpointing, compile, DDP or FSDP2);
+4. :func:`build_trainer` builds AdamW, the schedule and the :class:`~scratchllm.train.loop.Trainer`;
+   :func:`resume_or_refuse` continues from the newest complete checkpoint when asked;
+5. :func:`attach_callbacks` adds evaluation, logging and checkpoints, and ``trainer.fit()`` runs.
 
 The run folder holds ``metrics.csv``, ``loss.png``, ``run.json`` (all settings), ``tokenizer/`` (a copy, so the
 checkpoints can generate on their own) and ``checkpoints/step-N/``.
@@ -19,36 +22,19 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from scratchllm.config import DataSpec, ModelConfig, ModelSpec, TrainConfig
 from scratchllm.errors import ScratchLLMError
 
+Log = Callable[[str], None]
+
 
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def resolve_precision(precision: str, device: Any) -> str:
-    """``auto`` -> ``bf16`` on GPUs with bf16 and CPUs with native bf16 instructions (AVX512-BF16/AMX), else fp32."""
-    import torch
-
-    if precision != "auto":
-        if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise ScratchLLMError("train.precision: bf16 is not supported by this GPU; use fp32")
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    if device.type == "cpu":
-        try:
-            flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return "fp32"
-        return "bf16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "fp32"
-    return "fp32"
 
 
 def open_reader(
@@ -63,14 +49,8 @@ def open_reader(
     world: int,
 ) -> Any:
     """A :class:`ShardReader` for one folder, a :class:`MixtureReader` for several."""
-    common = dict(
-        context_length=context_length,
-        batch_size=batch_size,
-        seed=seed,
-        random=random,
-        rank=rank,
-        world_size=world,
-    )
+    common = dict(context_length=context_length, batch_size=batch_size, seed=seed, random=random)
+    common.update(rank=rank, world_size=world)
     if len(data.dirs) == 1:
         from scratchllm.data.shards import ShardReader
 
@@ -79,14 +59,6 @@ def open_reader(
 
     weights = data.weights or [1.0] * len(data.dirs)
     return MixtureReader(list(data.dirs), weights, split, **common)
-
-
-def _as_data_spec(data: DataSpec | str | Path | Sequence[str | Path]) -> DataSpec:
-    if isinstance(data, DataSpec):
-        return data
-    if isinstance(data, (str, Path)):
-        return DataSpec(dirs=[Path(data)])
-    return DataSpec(dirs=[Path(d) for d in data])
 
 
 def _tokenizer_from_meta(meta: dict[str, Any], meta_path: Path) -> Path:
@@ -114,242 +86,294 @@ def _copy_tokenizer(source: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
-def run_pretrain(
-    model: ModelSpec | ModelConfig | str,
-    data: DataSpec | str | Path | Sequence[str | Path],
-    train: TrainConfig,
-    out_dir: str | Path,
-    *,
-    resume: bool = False,
-    tokenizer_dir: str | Path | None = None,
-    sample_prompt: str | None = None,
-    log: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
-    """Pretrain a GPT and return a summary (steps, tokens, losses, perplexity, checkpoint, sample).
+def write_run_folder(out_dir: Path, run_info: dict[str, Any], tokenizer: Path) -> None:
+    """Create the run folder with its tokenizer copy and ``run.json`` (all settings), each written atomically."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _copy_tokenizer(tokenizer, out_dir / "tokenizer")
+    tmp = out_dir / f".run.json.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(run_info, indent=1), encoding="utf-8")
+    os.replace(tmp, out_dir / "run.json")
 
-    Args:
-        model: a :class:`ModelSpec`, a preset name, or a full :class:`ModelConfig` (its vocab_size must cover the
-            tokenizer's).
-        data: prepared shard folder(s) or a :class:`DataSpec` (several folders are mixed by weight).
-        train: training settings.
-        out_dir: run folder.
-        resume: continue from the newest complete checkpoint in ``out_dir/checkpoints`` (fresh start if none).
-        tokenizer_dir: tokenizer folder; default: the one recorded in the data's meta.json.
-        sample_prompt: overrides ``train.sample_prompt``.
-        log: where progress messages go (rank 0 only; default stderr).
-    """
+
+@dataclass
+class TrainingData:
+    """The batches a run trains on and the fixed sets it evaluates on (step 2)."""
+
+    batches: Any
+    eval_sets: dict[str, Any]
+    vocab_size: int
+    tokenizer: Path
+
+
+def read_vocab_size(data: DataSpec) -> int:
+    """The vocabulary size of the (first) prepared folder, which the model must cover."""
+    from scratchllm.data.shards import load_meta
+
+    return int(load_meta(data.dirs[0])["vocab_size"])
+
+
+def build_data(
+    data: DataSpec, train: TrainConfig, env: Any, *, context_length: int, tokenizer: Path | None, say: Log
+) -> TrainingData:
+    """Open the training reader and the train/val evaluation readers (val falls back to a train sample)."""
+    from scratchllm.data.shards import load_meta
+
+    meta = load_meta(data.dirs[0])
+    reader_args = dict(
+        context_length=context_length, batch_size=train.micro_batch_size, rank=env.rank, world=env.world_size
+    )
+    batches = open_reader(data, data.train_split, seed=train.seed, random=True, **reader_args)
+    eval_sets = {"train": open_reader(data, data.train_split, seed=train.seed + 1, random=True, **reader_args)}
+    try:
+        eval_sets["val"] = open_reader(data, data.val_split, seed=train.seed, random=False, **reader_args)
+    except ScratchLLMError as exc:
+        say(f"no {data.val_split!r} split ({exc}); validation loss is measured on the train split")
+        eval_sets["val"] = open_reader(data, data.train_split, seed=train.seed + 2, random=True, **reader_args)
+    source = tokenizer or _tokenizer_from_meta(meta, data.dirs[0] / "meta.json")
+    return TrainingData(batches, eval_sets, int(meta["vocab_size"]), Path(source))
+
+
+def model_config_for(model: ModelSpec | ModelConfig, vocab_size: int, source: str) -> ModelConfig:
+    """The model shape for data with ``vocab_size`` ids (a full config must cover them)."""
+    config = model.build(vocab_size) if isinstance(model, ModelSpec) else model
+    if config.vocab_size < vocab_size:
+        raise ScratchLLMError(
+            f"model vocab_size {config.vocab_size} is smaller than the data's ({vocab_size}, {source})"
+        )
+    return config
+
+
+def build_model(config: ModelConfig, train: TrainConfig, env: Any) -> Any:
+    """The model on its device with the same initial weights on every rank (step 3)."""
     import torch
 
     from scratchllm.model import GPTModel
-    from scratchllm.train.callbacks import CheckpointCallback, EvalCallback, LogCallback
-    from scratchllm.train.checkpoint import latest_checkpoint, unwrap_model
-    from scratchllm.train.distributed import parallelize, setup_distributed, teardown_distributed
-    from scratchllm.train.logging import MetricsLogger, flops_per_token, peak_flops
-    from scratchllm.train.loop import Trainer, evaluate_loss
+
+    torch.manual_seed(train.seed)  # same seed on every rank gives the same initial weights
+    net = GPTModel(config).to(env.device)
+    torch.manual_seed(train.seed + env.rank)  # dropout differs per rank
+    return net
+
+
+def wrap_model(net: Any, train: TrainConfig, env: Any) -> Any:
+    """Activation checkpointing, compile, then DDP or FSDP2, as ``train`` asks (see :func:`parallelize`)."""
+    from scratchllm.train.distributed import parallelize
+
+    return parallelize(
+        net, env, mode=train.parallel, compile=train.compile, activation_checkpointing=train.activation_checkpointing
+    )
+
+
+def build_trainer(net: Any, batches: Any, train: TrainConfig, env: Any, precision: str, accum: int) -> Any:
+    """AdamW, the warmup-cosine schedule and the :class:`Trainer` that runs them (step 4)."""
+    from scratchllm.train.loop import Trainer
     from scratchllm.train.optim import build_adamw
     from scratchllm.train.schedule import WarmupCosineSchedule
 
-    # 1. processes, device, precision
-    env = setup_distributed(train.device)
-    say = (log or _stderr) if env.is_main else (lambda _msg: None)
-    out_dir = Path(out_dir)
-    data = _as_data_spec(data)
-    try:
-        precision = resolve_precision(train.precision, env.device)
+    optimizer = build_adamw(
+        net, lr=train.lr, weight_decay=train.weight_decay, betas=(train.beta1, train.beta2), eps=train.eps
+    )
+    schedule = WarmupCosineSchedule(
+        max_lr=train.lr, min_lr=train.min_lr, warmup_steps=train.warmup_steps, max_steps=train.max_steps
+    )
+    return Trainer(
+        net,
+        optimizer,
+        batches,
+        max_steps=train.max_steps,
+        schedule=schedule,
+        grad_accum_steps=accum,
+        grad_clip=train.grad_clip,
+        precision=precision,
+        device=env.device,
+        stop_at_step=train.stop_at_step,
+        max_seconds=None if train.max_minutes is None else 60.0 * train.max_minutes,
+        skip_nonfinite=train.skip_nonfinite,
+    )
 
-        # 2. data: the model's context length decides the window size, so read meta.json first
-        from scratchllm.data.shards import load_meta
 
-        meta_path = data.dirs[0] / "meta.json"
-        meta = load_meta(data.dirs[0])
-        if isinstance(model, str):
-            model = ModelSpec(preset=model)
-        model_cfg = model.build(int(meta["vocab_size"])) if isinstance(model, ModelSpec) else model
-        if model_cfg.vocab_size < int(meta["vocab_size"]):
-            raise ScratchLLMError(
-                f"model vocab_size {model_cfg.vocab_size} is smaller than the data's ({meta['vocab_size']}, "
-                f"{meta_path})"
-            )
-        ctx = model_cfg.context_length
-        accum = train.grad_accum_steps(ctx, env.world_size)
-        reader_args = dict(
-            context_length=ctx, batch_size=train.micro_batch_size, rank=env.rank, world=env.world_size
-        )
-        batches = open_reader(data, data.train_split, seed=train.seed, random=True, **reader_args)
-        eval_sets = {
-            "train": open_reader(data, data.train_split, seed=train.seed + 1, random=True, **reader_args)
-        }
-        try:
-            eval_sets["val"] = open_reader(data, data.val_split, seed=train.seed, random=False, **reader_args)
-        except ScratchLLMError as exc:
-            say(f"no {data.val_split!r} split ({exc}); validation loss is measured on the train split")
-            eval_sets["val"] = open_reader(
-                data, data.train_split, seed=train.seed + 2, random=True, **reader_args
-            )
+def resume_or_refuse(trainer: Any, ckpt_root: Path, resume: bool, reschedule: bool, say: Log) -> str | None:
+    """Load the newest complete checkpoint when resuming; refuse to mix a fresh run into an old one.
 
-        # run folder: settings, tokenizer copy
-        tokenizer_source = Path(tokenizer_dir) if tokenizer_dir else _tokenizer_from_meta(meta, meta_path)
-        run_tokenizer = out_dir / "tokenizer"
-        run_info = {
-            "model": model_cfg.to_dict(),
-            "data": {**asdict(data), "dirs": [str(d) for d in data.dirs]},
-            "train": train.to_dict(),
-            "precision": precision,
-            "world_size": env.world_size,
-            "grad_accum_steps": accum,
-            "tokenizer": "tokenizer",
-        }
-        if env.is_main:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            _copy_tokenizer(tokenizer_source, run_tokenizer)
-            (out_dir / "run.json").write_text(json.dumps(run_info, indent=1), encoding="utf-8")
+    A resumed run whose schedule or optimizer settings differ from the checkpoint's is refused unless
+    ``reschedule`` says to apply the new ones from the resumed step (:meth:`Trainer.resume_from`).
+    """
+    from scratchllm.train.checkpoint import latest_checkpoint
 
-        # 3. model: same seed on every rank gives the same initial weights
-        torch.manual_seed(train.seed)
-        net = GPTModel(model_cfg).to(env.device)
-        n_params = sum(p.numel() for p in net.parameters())
-        fpt = flops_per_token(net, n_layers=model_cfg.n_layers, emb_dim=model_cfg.emb_dim, context_length=ctx)
-        torch.manual_seed(train.seed + env.rank)  # dropout differs per rank
-        say(
-            f"model: {n_params:,} parameters, {model_cfg.n_layers} layers x {model_cfg.emb_dim} wide, context {ctx}; "
-            f"{env.world_size} process(es) on {env.device}, {precision}; global batch "
-            f"{train.micro_batch_size * ctx * accum * env.world_size:,} tokens "
-            f"({train.micro_batch_size} x {ctx} x {accum} accumulation x {env.world_size} processes)"
-        )
-
-        # 4. parallelism, optimizer, schedule
-        net = parallelize(
-            net,
-            env,
-            mode=train.parallel,
-            compile=train.compile,
-            activation_checkpointing=train.activation_checkpointing,
-        )
-        optimizer = build_adamw(
-            net, lr=train.lr, weight_decay=train.weight_decay, betas=(train.beta1, train.beta2), eps=train.eps
-        )
-        schedule = WarmupCosineSchedule(
-            max_lr=train.lr, min_lr=train.min_lr, warmup_steps=train.warmup_steps, max_steps=train.max_steps
-        )
-        trainer = Trainer(
-            net,
-            optimizer,
-            batches,
-            max_steps=train.max_steps,
-            schedule=schedule,
-            grad_accum_steps=accum,
-            grad_clip=train.grad_clip,
-            precision=precision,
-            device=env.device,
-            stop_at_step=train.stop_at_step,
-            max_seconds=None if train.max_minutes is None else 60.0 * train.max_minutes,
-            skip_nonfinite=train.skip_nonfinite,
-        )
-
-        # 5. resume
-        ckpt_root = out_dir / "checkpoints"
-        resumed_from = None
-        if not resume and latest_checkpoint(ckpt_root) is not None:
+    latest = latest_checkpoint(ckpt_root)
+    if not resume:
+        if latest is not None:
             raise ScratchLLMError(
                 f"{ckpt_root}: holds checkpoints of an earlier run; pass --resume to continue it or choose "
                 "another out_dir"
             )
-        if resume:
-            latest = latest_checkpoint(ckpt_root)
-            if latest is None:
-                say(f"--resume: no complete checkpoint in {ckpt_root}; starting from scratch")
-            else:
-                trainer.resume_from(latest, reschedule=train.reschedule, log=say)
-                resumed_from = str(latest)
-                say(
-                    f"resumed from {latest} (step {trainer.state.step}, {trainer.state.tokens_seen:,} tokens)"
-                )
+        return None
+    if latest is None:
+        say(f"--resume: no complete checkpoint in {ckpt_root}; starting from scratch")
+        return None
+    trainer.resume_from(latest, reschedule=reschedule, log=say)
+    say(f"resumed from {latest} (step {trainer.state.step}, {trainer.state.tokens_seen:,} tokens)")
+    return str(latest)
 
-        # 6. callbacks and the loop
-        logger = MetricsLogger(
-            out_dir, enabled=env.is_main, resume_step=trainer.state.step if resumed_from else None
+
+@dataclass
+class RunCallbacks:
+    """What :func:`attach_callbacks` hooked into the trainer, kept for the run's summary."""
+
+    evaluator: Any
+    checkpoints: Any
+    logger: Any
+
+
+def attach_callbacks(
+    trainer: Any,
+    inputs: TrainingData,
+    train: TrainConfig,
+    env: Any,
+    precision: str,
+    *,
+    out_dir: Path,
+    run_info: dict[str, Any],
+    resumed_from: str | None,
+    flops_per_token: float,
+    say: Log,
+) -> RunCallbacks:
+    """Evaluation (losses and a text sample), progress logging and checkpoints, in that order (step 5)."""
+    from scratchllm.train.callbacks import CheckpointCallback, EvalCallback, LogCallback
+    from scratchllm.train.checkpoint import unwrap_model
+    from scratchllm.train.logging import MetricsLogger, peak_flops
+    from scratchllm.train.loop import evaluate_loss
+
+    net = trainer.model
+    # Evaluate and sample with the eager module (not the DDP/compile wrappers); FSDP2 needs its sharded one.
+    eval_net = net if train.parallel == "fsdp" and env.distributed else unwrap_model(net)
+    tokenizer = None
+    if train.sample_prompt and train.sample_tokens > 0:
+        from scratchllm.tokenizer import load as load_tokenizer
+
+        copy = out_dir / "tokenizer"
+        tokenizer = load_tokenizer(copy if copy.exists() else inputs.tokenizer)
+
+    def sample() -> str | None:
+        from scratchllm.generation import generate_text
+
+        if not (env.is_main or train.parallel == "fsdp"):  # FSDP: every rank must run the forward passes
+            return None
+        net.eval()
+        try:
+            return generate_text(
+                eval_net, tokenizer, train.sample_prompt, max_new_tokens=train.sample_tokens, temperature=0.8,
+                top_k=40, seed=train.seed,
+            )  # fmt: skip
+        finally:
+            net.train()
+
+    def eval_loss(reader: Any) -> Callable[[], float]:
+        return lambda: evaluate_loss(eval_net, reader, train.eval_batches, device=env.device, precision=precision)
+
+    logger = MetricsLogger(out_dir, enabled=env.is_main, resume_step=trainer.state.step if resumed_from else None)
+    evaluator = EvalCallback(
+        train.eval_every,
+        {name: eval_loss(reader) for name, reader in inputs.eval_sets.items()},
+        sample=sample if tokenizer is not None else None,
+        logger=logger,
+        on_sample=lambda text: say(f"sample: {train.sample_prompt!r} -> {text!r}"),
+    )
+    checkpoints = CheckpointCallback(
+        out_dir / "checkpoints",
+        train.save_every,
+        train.keep_last,
+        extra_state=lambda: {"run": run_info, "tokenizer": "../../tokenizer", "resumed_from": resumed_from},
+        model_config={"format": "scratchllm", "model": run_info["model"]},
+        log=say,
+    )
+    peak = train.peak_flops or peak_flops(env.device, precision)
+    trainer.callbacks = [
+        evaluator,
+        LogCallback(logger, train.log_every, flops_per_token=flops_per_token, peak_flops=peak),
+        checkpoints,
+    ]
+    return RunCallbacks(evaluator, checkpoints, logger)
+
+
+def pretrain(
+    data: DataSpec,
+    model: ModelSpec = ModelSpec(),
+    train: TrainConfig = TrainConfig(),
+    out_dir: Path = Path("runs/pretrain"),
+    resume: bool = False,
+    tokenizer: Path | None = None,
+) -> dict[str, Any]:
+    """Pretrain a GPT on prepared token shards (next-token prediction).
+
+    Writes metrics.csv, loss.png, run.json, a copy of the tokenizer and checkpoints/step-N/ into out_dir and
+    returns a summary (steps, tokens, losses, perplexity, checkpoint, sample). Run it under torchrun for
+    several processes (see scratchllm.train.distributed). Example:
+    scratchllm pretrain --config configs/tiny-cpu.yaml --data.dirs data/shards --train.max-steps 500
+
+    Args:
+        data: prepared shard folder(s) (`scratchllm prepare`) and their mixture weights.
+        model: model shape: a preset and optional overrides (vocab_size comes from the tokenizer).
+        train: optimizer, batch, schedule, precision, evaluation and checkpoint settings.
+        out_dir: run folder.
+        resume: continue from the newest complete checkpoint in out_dir (starts fresh if there is none).
+        tokenizer: tokenizer folder (default: the one recorded in the data's meta.json).
+    """
+    from scratchllm.train.device import resolve_precision
+    from scratchllm.train.distributed import setup_distributed, teardown_distributed
+    from scratchllm.train.logging import flops_per_token
+
+    env = setup_distributed(train.device)
+    say: Log = _stderr if env.is_main else (lambda _msg: None)
+    out_dir = Path(out_dir)
+    try:
+        # 1. precision, next to the device; 2. data, sized by the model's context length
+        precision = resolve_precision(train.precision, env.device)
+        config = model_config_for(model, read_vocab_size(data), str(data.dirs[0] / "meta.json"))
+        ctx = config.context_length
+        accum = train.grad_accum_steps(ctx, env.world_size)
+        inputs = build_data(data, train, env, context_length=ctx, tokenizer=tokenizer, say=say)
+        run_info = {
+            "model": config.to_dict(),
+            "data": {**asdict(data), "dirs": [str(d) for d in data.dirs]},
+            "train": train.to_dict(),
+            **{"precision": precision, "world_size": env.world_size, "grad_accum_steps": accum},
+            "tokenizer": "tokenizer",
+        }
+        if env.is_main:
+            write_run_folder(out_dir, run_info, inputs.tokenizer)
+
+        # 3. model; 4. optimizer, schedule, trainer, resume
+        net = build_model(config, train, env)
+        n_params = sum(p.numel() for p in net.parameters())
+        fpt = flops_per_token(net, n_layers=config.n_layers, emb_dim=config.emb_dim, context_length=ctx)
+        say(
+            f"model: {n_params:,} parameters, {config.n_layers} layers x {config.emb_dim} wide, context {ctx}; "
+            f"{env.world_size} process(es) on {env.device}, {precision}; global batch "
+            f"{train.micro_batch_size * ctx * accum * env.world_size:,} tokens "
+            f"({train.micro_batch_size} x {ctx} x {accum} accumulation x {env.world_size} processes)"
         )
-        peak = train.peak_flops or peak_flops(env.device, precision)
-        prompt = train.sample_prompt if sample_prompt is None else sample_prompt
-        tokenizer = None
-        if prompt and train.sample_tokens > 0:
-            from scratchllm.tokenizer import load as load_tokenizer
+        trainer = build_trainer(wrap_model(net, train, env), inputs.batches, train, env, precision, accum)
+        resumed_from = resume_or_refuse(trainer, out_dir / "checkpoints", resume, train.reschedule, say)
 
-            tokenizer = load_tokenizer(run_tokenizer if run_tokenizer.exists() else tokenizer_source)
-
-        # Evaluate and sample with the eager module (not the DDP/compile wrappers); FSDP2 needs its sharded one.
-        eval_net = net if train.parallel == "fsdp" and env.distributed else unwrap_model(net)
-
-        def sample() -> str | None:
-            from scratchllm.generation import generate_text
-
-            if not (env.is_main or train.parallel == "fsdp"):  # FSDP: every rank must run the forward passes
-                return None
-            net.eval()
-            try:
-                return generate_text(
-                    eval_net,
-                    tokenizer,
-                    prompt,
-                    max_new_tokens=train.sample_tokens,
-                    temperature=0.8,
-                    top_k=40,
-                    seed=train.seed,
-                )
-            finally:
-                net.train()
-
-        def eval_loss(reader: Any) -> Callable[[], float]:
-            return lambda: evaluate_loss(
-                eval_net, reader, train.eval_batches, device=env.device, precision=precision
-            )
-
-        def extra_state() -> dict[str, Any]:
-            return {"run": run_info, "tokenizer": "../../tokenizer", "resumed_from": resumed_from}
-
-        def show_sample(text: str) -> None:
-            say(f"sample: {prompt!r} -> {text!r}")
-
-        evaluator = EvalCallback(
-            train.eval_every,
-            {name: eval_loss(reader) for name, reader in eval_sets.items()},
-            sample=sample if tokenizer is not None else None,
-            logger=logger,
-            on_sample=show_sample,
-        )
-        checkpointer = CheckpointCallback(
-            ckpt_root,
-            train.save_every,
-            train.keep_last,
-            extra_state=extra_state,
-            model_config={"format": "scratchllm", "model": model_cfg.to_dict()},
-            log=say,
-        )
-        trainer.callbacks = [
-            evaluator,
-            LogCallback(logger, train.log_every, flops_per_token=fpt, peak_flops=peak),
-            checkpointer,
-        ]
+        # 5. callbacks and the loop
+        hooks = attach_callbacks(
+            trainer, inputs, train, env, precision, out_dir=out_dir, run_info=run_info, resumed_from=resumed_from,
+            flops_per_token=fpt, say=say,
+        )  # fmt: skip
         try:
             summary = trainer.fit()
         finally:
-            logger.close()
-        last_eval = evaluator.last or {}
+            hooks.logger.close()
         if summary["stop_reason"] == "time_budget":
-            say(
-                f"time budget of {train.max_minutes} min reached at step {summary['step']}; saved a checkpoint"
-            )
+            say(f"time budget of {train.max_minutes} min reached at step {summary['step']}; saved a checkpoint")
+        last_eval = hooks.evaluator.last or {}
+        last_checkpoint = hooks.checkpoints.last_path
         return {
             **summary,
-            "out_dir": str(out_dir),
-            "parameters": n_params,
-            "precision": precision,
-            "world_size": env.world_size,
-            "train_loss": last_eval.get("train_loss"),
-            "val_loss": last_eval.get("val_loss"),
-            "val_perplexity": last_eval.get("val_perplexity"),
-            "sample": last_eval.get("sample"),
-            "checkpoint": str(checkpointer.last_path) if checkpointer.last_path else None,
+            **{"out_dir": str(out_dir), "parameters": n_params, "precision": precision, "world_size": env.world_size},
+            **{key: last_eval.get(key) for key in ("train_loss", "val_loss", "val_perplexity", "sample")},
+            "checkpoint": str(last_checkpoint) if last_checkpoint else None,
             "resumed_from": resumed_from,
         }
     finally:

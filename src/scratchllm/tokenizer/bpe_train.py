@@ -20,7 +20,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import regex
 
@@ -181,7 +181,7 @@ def train_bpe(
     pattern: str = GPT2_PATTERN,
     special_tokens: Sequence[str] = (ENDOFTEXT,),
     workers: int | None = None,
-    errors: str = "strict",
+    errors: Literal["strict", "replace"] = "strict",
     progress: bool = False,
     backend: Backend = "auto",
     name: str = "bpe",

@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from scratchllm.errors import ScratchLLMError
+from scratchllm.train.device import resolve_device
 
 
 @dataclass
@@ -63,30 +64,12 @@ class DistEnv:
         return self.world_size > 1
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> ``cuda:<local_rank>`` when a GPU is present, else ``cpu``; other names are checked."""
-    if name == "auto":
-        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ScratchLLMError(
-            f"train.device: unknown device {name!r}; use cpu, cuda, cuda:N or auto"
-        ) from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ScratchLLMError(f"train.device: {name!r} asked for, but no CUDA GPU is available")
-        if device.index is None:
-            device = torch.device("cuda", local_rank)
-    return device
-
-
 def setup_distributed(device: str = "auto") -> DistEnv:
     """Read torchrun's environment and join the process group when ``WORLD_SIZE > 1``."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = resolve_device(device, local_rank)
+    dev = resolve_device(device, local_rank, option="train.device")
     if world_size <= 1:
         return DistEnv(device=dev)
     backend = "nccl" if dev.type == "cuda" else "gloo"

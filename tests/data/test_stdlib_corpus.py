@@ -9,7 +9,7 @@ import tokenize
 
 import pytest
 
-from scratchllm.data.embedded import scan_module, stdlib_corpus, stdlib_dir, stdlib_files
+from scratchllm.data.stdlib_corpus import scan_module, stdlib_corpus, stdlib_dir, stdlib_files
 
 MODULES = [
     "json/decoder.py",

@@ -4,38 +4,9 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from scratchllm.errors import ScratchLLMError
-
-
-def resolve_inputs(patterns: list[str]) -> list[Path]:
-    """Expand files, folders (every non-hidden file inside, recursively) and globs; each must give a file."""
-    import glob
-
-    files: list[Path] = []
-    for pattern in patterns:
-        path = Path(pattern)
-        if path.is_dir():
-            found = sorted(
-                p for p in path.rglob("*") if p.is_file() and not any(s.startswith(".") for s in p.parts)
-            )
-            if not found:
-                raise ScratchLLMError(f"{pattern}: folder contains no files")
-            files.extend(found)
-        elif path.is_file():
-            files.append(path)
-        elif glob.has_magic(pattern):
-            found = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
-            if not found:
-                raise ScratchLLMError(f"{pattern}: no files match this pattern")
-            files.extend(found)
-        else:
-            raise ScratchLLMError(f"{pattern}: no such file or folder")
-    for file in files:
-        if file.stat().st_size == 0:
-            raise ScratchLLMError(f"{file}: empty file; expected text to train on")
-    return files
 
 
 def _read_stdin(errors: str) -> str:
@@ -44,43 +15,30 @@ def _read_stdin(errors: str) -> str:
     return decode_text(sys.stdin.buffer.read(), "stdin", errors)
 
 
-def train(
-    input: list[str],
-    vocab_size: int,
-    out: Path,
-    pattern: str = "gpt2",
-    special_tokens: list[str] = ["<|endoftext|>"],  # noqa: B006 (read-only default shown in --help)
-    errors: Literal["strict", "replace"] = "strict",
-    workers: int = 2,
-) -> None:
+def train(input: list[str], vocab_size: int, out: Path, pattern: str = "gpt2", **options: Any) -> None:
     """Train a byte-level BPE tokenizer on text files.
 
+    The other options are those of scratchllm.tokenizer.train_bpe, with its defaults and help.
+
     Args:
-        input: text files, folders or globs to learn merges from.
+        input: text files, folders or globs to learn merges from (any file type; hidden files are skipped).
         vocab_size: size of the final vocabulary, special tokens included.
         out: folder to write the tokenizer to.
         pattern: pre-tokenizer regex, or "gpt2" for GPT-2's pattern.
-        special_tokens: special tokens, given the last ids.
-        errors: what to do with bytes that are not UTF-8: stop with an error, or replace them with U+FFFD.
-        workers: processes for counting pre-tokens.
+        **options: the keyword options of scratchllm.tokenizer.train_bpe.
     """
     import time
 
+    from scratchllm.data.readers import expand_inputs
     from scratchllm.tokenizer.bpe import GPT2_PATTERN
     from scratchllm.tokenizer.bpe_train import train_bpe
 
-    files = resolve_inputs(input)
+    files = expand_inputs(input, suffixes=None)
     size = sum(f.stat().st_size for f in files)
     print(f"training on {len(files)} file(s), {size / 1e6:.1f} MB, vocab {vocab_size}", file=sys.stderr)
     start = time.perf_counter()
     tok = train_bpe(
-        files,
-        vocab_size,
-        pattern=GPT2_PATTERN if pattern == "gpt2" else pattern,
-        special_tokens=special_tokens,
-        workers=workers,
-        errors=errors,
-        progress=True,
+        files, vocab_size, pattern=GPT2_PATTERN if pattern == "gpt2" else pattern, progress=True, **options
     )
     tok.save(out)
     print(f"wrote {out} (vocab {tok.vocab_size}) in {time.perf_counter() - start:.1f}s", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""``scratchllm generate``."""
+"""``scratchllm generate``: text from a checkpoint, on the device the user names (or the best one present)."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def generate(
         cache: use the KV cache (--no-cache recomputes the whole sequence every step; same output, slower).
         strict_context: fail, instead of keeping only the last context_length tokens, when the prompt is too long.
         echo: print the prompt before the continuation.
-        device: cpu, cuda, mps, or auto (cuda when available).
+        device: cpu, cuda, cuda:N, mps, or auto (cuda when available, then mps, then cpu).
     """
     from scratchllm.generation import check_sampling
 
@@ -56,16 +56,14 @@ def generate(
     if max_new_tokens < 1:
         raise ScratchLLMError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
 
-    import torch
-
     from scratchllm import generation
     from scratchllm import tokenizer as tokenizers
     from scratchllm.model import optimize_for_decoding
+    from scratchllm.train.device import resolve_device
     from scratchllm.weights import load_model
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    net = optimize_for_decoding(load_model(model, device=device))
+    where = resolve_device(device, option="--device")
+    net = optimize_for_decoding(load_model(model, device=where))
     tok = tokenizers.load(_tokenizer_dir(model, tokenizer))
     n_prompt = len(tok.encode(prompt, allowed_special="all"))
     ctx = net.config.context_length
