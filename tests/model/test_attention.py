@@ -42,7 +42,7 @@ def _copy_wrapper_into_fused(wrapper: MultiHeadAttentionWrapper, fused: MultiHea
             fused.qkv.weight[part * fused.d_out : (part + 1) * fused.d_out] = w
             b = torch.cat([getattr(h, name).bias for h in wrapper.heads], dim=0)
             fused.qkv.bias[part * fused.d_out : (part + 1) * fused.d_out] = b
-        fused.out_proj.weight.copy_(torch.eye(fused.d_out))
+        fused.out_proj.weight.copy_(torch.eye(fused.out_proj.in_features))
         fused.out_proj.bias.zero_()
 
 
@@ -50,9 +50,9 @@ def test_wrapper_fused_and_sdpa_agree_with_equal_weights() -> None:
     torch.manual_seed(1)
     d_in, head_dim, heads, T = 10, 4, 3, 9
     wrapper = MultiHeadAttentionWrapper(d_in, head_dim, 16, heads, qkv_bias=True)
-    explicit = MultiHeadAttention(d_in, head_dim * heads, 16, heads, qkv_bias=True, use_sdpa=False)
+    explicit = MultiHeadAttention(d_in, head_dim * heads, heads, qkv_bias=True, use_sdpa=False)
     _copy_wrapper_into_fused(wrapper, explicit)
-    sdpa = MultiHeadAttention(d_in, head_dim * heads, 16, heads, qkv_bias=True, use_sdpa=True)
+    sdpa = MultiHeadAttention(d_in, head_dim * heads, heads, qkv_bias=True, use_sdpa=True)
     sdpa.load_state_dict(explicit.state_dict())
     x = torch.randn(2, T, d_in)
     ref = wrapper(x)
@@ -65,8 +65,8 @@ def test_future_tokens_never_change_past_outputs() -> None:
     modules = [
         CausalAttention(8, 8, 12),
         MultiHeadAttentionWrapper(8, 4, 12, 2),
-        MultiHeadAttention(8, 8, 12, 2, use_sdpa=False),
-        MultiHeadAttention(8, 8, 12, 2, use_sdpa=True),
+        MultiHeadAttention(8, 8, 2, use_sdpa=False),
+        MultiHeadAttention(8, 8, 2, use_sdpa=True),
     ]
     x = torch.randn(1, 10, 8)
     for module in modules:
@@ -86,8 +86,8 @@ def test_dropout_only_in_training_mode() -> None:
     x = torch.randn(2, 6, 8)
     for module in (
         CausalAttention(8, 8, 6, dropout=0.5),
-        MultiHeadAttention(8, 8, 6, 2, dropout=0.5, use_sdpa=False),
-        MultiHeadAttention(8, 8, 6, 2, dropout=0.5, use_sdpa=True),
+        MultiHeadAttention(8, 8, 2, dropout=0.5, use_sdpa=False),
+        MultiHeadAttention(8, 8, 2, dropout=0.5, use_sdpa=True),
     ):
         module.eval()
         assert torch.equal(module(x), module(x))
