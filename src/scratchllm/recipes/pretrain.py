@@ -208,7 +208,9 @@ def run_pretrain(
         torch.manual_seed(train.seed)
         net = GPTModel(model_cfg).to(env.device)
         n_params = sum(p.numel() for p in net.parameters())
-        fpt = flops_per_token(net, n_layers=model_cfg.n_layers, emb_dim=model_cfg.emb_dim, context_length=ctx)
+        # Attention's own FLOPs scale with the query heads' width (n_heads * head_dim); grouped-query attention
+        # shares keys/values but every query head still scores every position. SwiGLU is in the 6N term.
+        fpt = flops_per_token(net, n_layers=model_cfg.n_layers, emb_dim=model_cfg.attn_dim, context_length=ctx)
         torch.manual_seed(train.seed + env.rank)  # dropout differs per rank
         say(
             f"model: {n_params:,} parameters, {model_cfg.n_layers} layers x {model_cfg.emb_dim} wide, context {ctx}; "
