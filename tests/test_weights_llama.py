@@ -27,8 +27,18 @@ from scratchllm.weights import (
 )
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models run fastest on one thread, and stay fast when other processes share the CPU."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture
 def transformers():
+    """The reference implementation; only the tests that use it skip where it is not installed."""
     return pytest.importorskip("transformers")
 
 

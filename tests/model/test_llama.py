@@ -140,7 +140,8 @@ def test_kv_cache_stores_kv_heads_and_matches_full_forward(overrides: dict) -> N
     cache = model.new_kv_cache(batch_size=2)
     cfg = model.config
     assert cache.k.shape == (cfg.n_layers, 2, cfg.n_kv_heads, cfg.context_length, cfg.head_dim)
-    pieces = [model(idx[:, :11], kv_cache=cache)] + [model(idx[:, t : t + 1], kv_cache=cache) for t in range(11, 30)]
+    pieces = [model(idx[:, :8], kv_cache=cache), model(idx[:, 8:11], kv_cache=cache)]  # prefill, a chunk
+    pieces += [model(idx[:, t : t + 1], kv_cache=cache) for t in range(11, 30)]  # then one token at a time
     assert torch.allclose(torch.cat(pieces, dim=1), full, atol=1e-5)
 
 
