@@ -182,7 +182,7 @@ def test_hf_errors(tmp_path: Path, transformers) -> None:
         save_file(tensors or weights, folder / "model.safetensors")
 
     write({**config, "model_type": "mistral", "architectures": ["MistralForCausalLM"]})
-    with pytest.raises(ScratchLLMError, match=r"\['MistralForCausalLM'\] \(model_type 'mistral'\) is not supported"):
+    with pytest.raises(ScratchLLMError, match=r"'MistralForCausalLM'\] \(model_type 'mistral'\) is not supported"):
         load_model(folder)
     bad = dict(weights)
     bad["transformer.h.1.mlp.c_fc.weight"] = torch.zeros(24, 95)

@@ -49,31 +49,38 @@ LLAMA3_SCALING = {
     "high_freq_factor": 4.0,
     "original_max_position_embeddings": 32,  # wavelengths of 8..32 positions blend, longer ones stretch
 }
-# (HF config class, fields): GQA ratios 1, 3 and 4 (4 with one kv head: multi-query), explicit and unusual
-# head_dim (10, 6), tied and untied, llama3 scaling.
+# (HF config class, fields); "untied" in a name unties the LM head. GQA ratios 1, 3 and 4 (4 with one kv head:
+# multi-query), explicit and unusual head_dim (10, 6), tied and untied, llama3 scaling.
 CASES = {
-    "llama-mha-tied": ("LlamaConfig", dict(hidden_size=24, num_attention_heads=2, num_key_value_heads=2,
-                                            tie_word_embeddings=True)),
-    "llama-mqa4-untied-llama3": ("LlamaConfig", dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=1,
-                                                     tie_word_embeddings=False, rope_theta=10000.0,
-                                                     rope_scaling=LLAMA3_SCALING)),
-    "llama-gqa2-head_dim10": ("LlamaConfig", dict(hidden_size=24, num_attention_heads=4, num_key_value_heads=2,
-                                                  head_dim=10, tie_word_embeddings=False)),
-    "qwen2-gqa3-tied": ("Qwen2Config", dict(hidden_size=36, num_attention_heads=6, num_key_value_heads=2,
-                                            tie_word_embeddings=True, rope_theta=1_000_000.0)),
-    "qwen2-mha-untied": ("Qwen2Config", dict(hidden_size=24, num_attention_heads=4, num_key_value_heads=4,
-                                             tie_word_embeddings=False)),
-    "qwen3-gqa3-head_dim10": ("Qwen3Config", dict(hidden_size=24, num_attention_heads=6, num_key_value_heads=2,
-                                                  head_dim=10, tie_word_embeddings=True)),
-    "qwen3-gqa4-head_dim6-untied": ("Qwen3Config", dict(hidden_size=16, num_attention_heads=4,
-                                                        num_key_value_heads=1, head_dim=6,
-                                                        tie_word_embeddings=False)),
+    "llama-mha-tied": ("LlamaConfig", dict(hidden_size=24, num_attention_heads=2, num_key_value_heads=2)),
+    "llama-mqa4-untied-llama3": (
+        "LlamaConfig",
+        dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=1, rope_scaling=LLAMA3_SCALING),
+    ),
+    "llama-gqa2-head_dim10": (
+        "LlamaConfig",
+        dict(hidden_size=24, num_attention_heads=4, num_key_value_heads=2, head_dim=10),
+    ),
+    "qwen2-gqa3-tied": (
+        "Qwen2Config",
+        dict(hidden_size=36, num_attention_heads=6, num_key_value_heads=2, rope_theta=1_000_000.0),
+    ),
+    "qwen2-mha-untied": ("Qwen2Config", dict(hidden_size=24, num_attention_heads=4, num_key_value_heads=4)),
+    "qwen3-gqa3-head_dim10": (
+        "Qwen3Config",
+        dict(hidden_size=24, num_attention_heads=6, num_key_value_heads=2, head_dim=10),
+    ),
+    "qwen3-gqa4-head_dim6-untied": (
+        "Qwen3Config",
+        dict(hidden_size=16, num_attention_heads=4, num_key_value_heads=1, head_dim=6),
+    ),
 }
 
 
 def hf_model(transformers, case: str, seed: int = 0):
     class_name, fields = CASES[case]
     config = getattr(transformers, class_name)(
+        tie_word_embeddings="untied" not in case,
         vocab_size=103,
         intermediate_size=40,
         num_hidden_layers=2,
@@ -95,7 +102,7 @@ def test_from_hf_logits_match_transformers(tmp_path: Path, case: str, transforme
     hf = hf_model(transformers, case)
     hf.save_pretrained(tmp_path / "hf")
     ours = load_model(tmp_path / "hf")  # auto-detected from config.json
-    assert ours.config.tie_embeddings == CASES[case][1]["tie_word_embeddings"]
+    assert ours.config.tie_embeddings == ("untied" not in case) == hf.config.tie_word_embeddings
     assert ours.config.n_kv_heads == CASES[case][1]["num_key_value_heads"]
     idx = torch.randint(0, 103, (2, 48))  # past original_max_position_embeddings, where llama3 scaling acts
     with torch.no_grad():
@@ -104,7 +111,8 @@ def test_from_hf_logits_match_transformers(tmp_path: Path, case: str, transforme
         # Cached decoding gives the same logits as the reference's full forward.
         cache = ours.new_kv_cache(batch_size=2)
         assert cache.k.shape[2] == ours.config.n_kv_heads
-        steps = [ours(idx[:, :40], kv_cache=cache)] + [ours(idx[:, t : t + 1], kv_cache=cache) for t in range(40, 48)]
+        steps = [ours(idx[:, :40], kv_cache=cache)]
+        steps += [ours(idx[:, t : t + 1], kv_cache=cache) for t in range(40, 48)]
         assert torch.allclose(torch.cat(steps, dim=1), expected, atol=1e-4)
 
 

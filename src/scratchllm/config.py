@@ -105,9 +105,8 @@ class ModelConfig:
 
     def validate(self) -> None:
         """Raise :class:`ScratchLLMError` naming the first field whose value cannot build a model."""
-        self._check_positive(
-            "vocab_size", "context_length", "emb_dim", "n_heads", "n_layers", "n_kv_heads", "head_dim", "hidden_dim"
-        )
+        shape = ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers")
+        self._check_positive(*shape, "n_kv_heads", "head_dim", "hidden_dim")
         if self.n_heads % self.n_kv_heads != 0:
             raise ScratchLLMError(
                 f"model config: n_kv_heads ({self.n_kv_heads}) must divide n_heads ({self.n_heads})"

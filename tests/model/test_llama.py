@@ -78,7 +78,8 @@ def test_llama3_scaling_stretches_only_low_frequencies() -> None:
     assert torch.equal(scaled[wavelength < 8192 / 4], plain[wavelength < 8192 / 4])  # high frequencies kept
     assert torch.allclose(scaled[wavelength > 8192], plain[wavelength > 8192] / 8)  # low ones slowed by factor
     between = (wavelength >= 8192 / 4) & (wavelength <= 8192)
-    assert between.any() and bool(((scaled[between] < plain[between]) & (scaled[between] > plain[between] / 8)).all())
+    assert between.any()
+    assert bool(((scaled[between] < plain[between]) & (scaled[between] > plain[between] / 8)).all())
 
 
 # ---------------------------------------------------------------------------------------- norms, MLP

@@ -95,7 +95,7 @@ class RotaryEmbedding(nn.Module):
         self.scaling = scaling
 
     def forward(self, positions: Tensor, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
-        """``positions`` ``[T]`` or ``[B, T]`` -> ``cos``, ``sin`` ``[1 or B, 1, T, head_dim]`` (broadcast over heads)."""
+        """``positions`` ``[T]`` or ``[B, T]`` -> ``cos``, ``sin`` ``[1 or B, 1, T, head_dim]`` (1: any head)."""
         inv_freq = rope_frequencies(self.head_dim, self.base, self.scaling, device=positions.device)
         angles = positions.float()[..., None] * inv_freq  # [..., T, head_dim/2]
         angles = torch.cat((angles, angles), dim=-1)  # rotate-half layout: pair i is (i, i + head_dim/2)

@@ -71,8 +71,12 @@ GPT2_BLOCK: dict[str, tuple[str, bool]] = {
     "mlp.c_proj.weight": ("ff.proj.weight", True),
     "mlp.c_proj.bias": ("ff.proj.bias", False),
 }
-GPT2_TOP = {"wte.weight": "tok_emb.weight", "wpe.weight": "pos_emb.weight", "ln_f.weight": "final_norm.weight",
-            "ln_f.bias": "final_norm.bias"}
+GPT2_TOP = {
+    "wte.weight": "tok_emb.weight",
+    "wpe.weight": "pos_emb.weight",
+    "ln_f.weight": "final_norm.weight",
+    "ln_f.bias": "final_norm.bias",
+}
 # Llama family, per block: our suffix -> the Hugging Face suffixes stacked (by rows) to make it.
 LLAMA_BLOCK: dict[str, tuple[str, ...]] = {
     "norm1.weight": ("input_layernorm.weight",),
@@ -135,8 +139,13 @@ def _gpt2_config(hf: Mapping[str, Any], where: str) -> ModelConfig:
         raise ScratchLLMError(
             f'{where}: activation_function {activation!r} is not supported; expected "gelu_new" (GELU, tanh)'
         )
-    _refuse(hf, where, {"scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False,
-                        "add_cross_attention": False, "reorder_and_upcast_attn": False})
+    only = {
+        "scale_attn_weights": True,
+        "scale_attn_by_inverse_layer_idx": False,
+        "add_cross_attention": False,
+        "reorder_and_upcast_attn": False,
+    }
+    _refuse(hf, where, only)
     return ModelConfig.from_dict(
         {
             "vocab_size": hf["vocab_size"],
@@ -166,7 +175,8 @@ def _rope_from_hf(hf: Mapping[str, Any], where: str) -> tuple[float, dict[str, A
         return float(theta), None
     rope_type = scaling.get("rope_type", scaling.get("type", "default"))
     if scaling.get("partial_rotary_factor", 1.0) != 1.0:
-        raise ScratchLLMError(f"{where}: partial_rotary_factor {scaling['partial_rotary_factor']} is not supported")
+        factor = scaling["partial_rotary_factor"]
+        raise ScratchLLMError(f"{where}: partial_rotary_factor {factor} is not supported; expected 1.0")
     if rope_type == "default":
         return float(theta), None
     if rope_type != "llama3":
@@ -181,17 +191,23 @@ def _rope_from_hf(hf: Mapping[str, Any], where: str) -> tuple[float, dict[str, A
 
 
 def _llama_config(hf: Mapping[str, Any], kind: str, where: str) -> ModelConfig:
-    required = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                "max_position_embeddings")
+    required = (
+        "vocab_size",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "max_position_embeddings",
+    )
     _require(hf, required, where, ARCHITECTURES[kind])
-    _refuse(hf, where, {"hidden_act": "silu", "mlp_bias": False, "use_sliding_window": False,
-                        "pretraining_tp": 1})
+    _refuse(hf, where, {"hidden_act": "silu", "mlp_bias": False, "use_sliding_window": False, "pretraining_tp": 1})
     if kind != "qwen2":  # Qwen2 has q/k/v biases whatever the config says; Llama/Qwen3's switch covers all four
         _refuse(hf, where, {"attention_bias": False})
     layer_types = hf.get("layer_types") or []
     if any(t != "full_attention" for t in layer_types):
-        raise ScratchLLMError(f"{where}: layer_types {sorted(set(layer_types))} is not supported; "
-                              "expected full_attention only")
+        raise ScratchLLMError(
+            f"{where}: layer_types {sorted(set(layer_types))} is not supported; expected full_attention only"
+        )
     theta, scaling = _rope_from_hf(hf, where)
     heads = hf["num_attention_heads"]
     default_head_dim = 128 if kind == "qwen3" else hf["hidden_size"] // heads  # as each HF config class does
@@ -298,7 +314,7 @@ def hf_config_from(config: ModelConfig) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------- names
 @dataclass(frozen=True)
 class Piece:
-    """One Hugging Face tensor: its name, its rows within our (possibly fused) tensor, whether stored transposed."""
+    """One Hugging Face tensor: its name, its rows in our (possibly fused) tensor, whether stored transposed."""
 
     name: str
     rows: int
