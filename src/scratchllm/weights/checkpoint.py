@@ -115,6 +115,20 @@ def write_folder(folder: str | Path, files: dict[str, Callable[[Path], Any]], dr
     return folder
 
 
+def check_names(wanted: list[str], given: Mapping[str, Any], where: str, context: str = "") -> None:
+    """Refuse a tensor set that lacks one of ``wanted`` or holds one more, naming (up to five of) them."""
+
+    def some(names: list[str]) -> str:
+        return ", ".join(names[:5]) + (" ..." if len(names) > 5 else "")
+
+    missing = [name for name in wanted if name not in given]
+    if missing:
+        raise ScratchLLMError(f"{where}: missing tensor(s) {some(missing)}")
+    unexpected = sorted(set(given) - set(wanted))
+    if unexpected:
+        raise ScratchLLMError(f"{where}: unexpected tensor(s) {some(unexpected)}{context}")
+
+
 def build_model(
     config: ModelConfig,
     state: Mapping[str, Tensor],
@@ -135,15 +149,7 @@ def build_model(
     if config.tie_embeddings:
         expected.pop("lm_head.weight", None)
         state.pop("lm_head.weight", None)
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing:
-        raise ScratchLLMError(
-            f"{where}: missing tensor(s) {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}"
-        )
-    if unexpected:
-        more = " ..." if len(unexpected) > 5 else ""
-        raise ScratchLLMError(f"{where}: unexpected tensor(s) {', '.join(unexpected[:5])}{more}")
+    check_names(sorted(expected), state, where)
     for name, shape in expected.items():
         if tuple(state[name].shape) != shape:
             raise ScratchLLMError(

@@ -37,6 +37,7 @@ from scratchllm.weights.checkpoint import (
     CONFIG_FILE,
     build_model,
     check_folder,
+    check_names,
     json_writer,
     load_safetensors,
     read_json,
@@ -400,17 +401,7 @@ def state_dict_from_hf(tensors: Mapping[str, Tensor], config: ModelConfig, where
     shapes = _our_shapes(config)
     layout = hf_layout(config)
     wanted = [piece.name for pieces in layout.values() for piece in pieces]
-    missing = [name for name in wanted if name not in given]
-    if missing:
-        more = " ..." if len(missing) > 5 else ""
-        raise ScratchLLMError(f"{where}: missing tensor(s) {', '.join(missing[:5])}{more}")
-    unexpected = sorted(set(given) - set(wanted))
-    if unexpected:
-        more = " ..." if len(unexpected) > 5 else ""
-        raise ScratchLLMError(
-            f"{where}: unexpected tensor(s) {', '.join(unexpected[:5])}{more} for a {ARCHITECTURES[kind]} "
-            "with this config"
-        )
+    check_names(wanted, given, where, f" for a {ARCHITECTURES[kind]} with this config")
     state: dict[str, Tensor] = {}
     for ours, pieces in layout.items():
         parts = []
