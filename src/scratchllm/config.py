@@ -285,7 +285,8 @@ class ModelSpec:
     The vocabulary size is never set here: it always comes from the tokenizer the data was prepared with.
 
     Attributes:
-        preset: model shape from the preset table (gpt2-small, gpt2-medium, tiny, small-cpu, ...).
+        preset: model shape from the preset table (GPT-2: gpt2-small, tiny, small-cpu, ...; Llama family:
+            llama-tiny, smollm2-135m, llama-3.2-1b, qwen2.5-0.5b, qwen3-0.6b, ...).
         context_length: override the preset's context length.
         emb_dim: override the preset's embedding width.
         n_heads: override the preset's number of attention heads.
