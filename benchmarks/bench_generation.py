@@ -74,7 +74,7 @@ def main() -> None:
         ours = optimize_for_decoding(base.to(dtype))
         row_major = set_weight_layout(copy.deepcopy(ours), "row")
         run_dtype(name, ours, row_major, hf_base.to(dtype), prompt, n, args.repeats, args.skip_uncached)
-        weight_bytes = (ours.num_parameters() - ours.pos_emb.weight.numel()) * dtype.itemsize
+        weight_bytes = ours.num_parameters(exclude_embeddings=True) * dtype.itemsize
         print(
             f"{name:<6} memory-bandwidth ceiling: {bandwidth / 1e9:.1f} GB/s read / "
             f"{weight_bytes / 1e6:.0f} MB of weights per token = {bandwidth / weight_bytes:.1f} tokens/s"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dev_deps import skip_or_fail
+from dev_deps import require, skip_or_fail
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data"
@@ -60,3 +60,9 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def transformers():
+    """Hugging Face transformers, the reference implementation: only the tests that use it skip without it."""
+    return require("transformers")

@@ -11,7 +11,7 @@ import torch
 from scratchllm.config import ModelConfig
 from scratchllm.errors import ScratchLLMError
 from scratchllm.model import GPTModel
-from scratchllm.weights import load_model, save_model
+from scratchllm.weights import from_hf, load_model, save_model, to_hf
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -73,12 +73,9 @@ def test_load_errors_are_one_line(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------- Hugging Face
-transformers = pytest.importorskip("transformers")
-
-from scratchllm.weights import from_hf, to_hf  # noqa: E402
-
-
-def hf_tiny(n_embd: int = 24, n_head: int = 3, n_layer: int = 2, n_positions: int = 37, tie: bool = True):
+def hf_tiny(
+    transformers, n_embd: int = 24, n_head: int = 3, n_layer: int = 2, n_positions: int = 37, tie: bool = True
+):
     config = transformers.GPT2Config(
         vocab_size=101,
         n_positions=n_positions,
@@ -107,8 +104,8 @@ def hf_tiny(n_embd: int = 24, n_head: int = 3, n_layer: int = 2, n_positions: in
         {"n_embd": 16, "n_head": 1, "n_layer": 1, "n_positions": 50, "tie": False},
     ],
 )
-def test_from_hf_logits_match_transformers(tmp_path: Path, shape: dict) -> None:
-    hf = hf_tiny(**shape)
+def test_from_hf_logits_match_transformers(tmp_path: Path, shape: dict, transformers) -> None:
+    hf = hf_tiny(transformers, **shape)
     hf.save_pretrained(tmp_path / "hf")
     assert (tmp_path / "hf" / "model.safetensors").is_file()
     ours = load_model(tmp_path / "hf")  # auto-detects the HF folder
@@ -121,7 +118,7 @@ def test_from_hf_logits_match_transformers(tmp_path: Path, shape: dict) -> None:
 
 
 @pytest.mark.parametrize("tie", [True, False])
-def test_round_trip_ours_hf_ours_is_exact(tmp_path: Path, tie: bool) -> None:
+def test_round_trip_ours_hf_ours_is_exact(tmp_path: Path, tie: bool, transformers) -> None:
     torch.manual_seed(1)
     model = GPTModel(tiny(tie_embeddings=tie)).eval()
     to_hf(model, tmp_path / "hf")
@@ -135,8 +132,9 @@ def test_round_trip_ours_hf_ours_is_exact(tmp_path: Path, tie: bool) -> None:
         assert torch.equal(a, b), name
 
 
-def test_model_without_qkv_bias_exports_zero_bias(tmp_path: Path) -> None:
-    model = GPTModel(tiny(qkv_bias=False)).eval()
+@pytest.mark.parametrize("overrides", [{"qkv_bias": False}, {"qkv_bias": False, "bias": False}])
+def test_model_without_biases_exports_zero_biases(tmp_path: Path, overrides: dict, transformers) -> None:
+    model = GPTModel(tiny(**overrides)).eval()
     to_hf(model, tmp_path / "hf")
     hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "hf").eval()
     idx = torch.randint(0, 97, (1, 20))
@@ -144,8 +142,8 @@ def test_model_without_qkv_bias_exports_zero_bias(tmp_path: Path) -> None:
         assert torch.allclose(hf(idx).logits, model(idx), atol=1e-4)
 
 
-def test_from_hf_pytorch_bin(tmp_path: Path) -> None:
-    hf = hf_tiny(tie=False)
+def test_from_hf_pytorch_bin(tmp_path: Path, transformers) -> None:
+    hf = hf_tiny(transformers, tie=False)
     hf.save_pretrained(tmp_path / "hf")
     folder = tmp_path / "hf"
     # The legacy format: the same state dict in pytorch_model.bin, written with torch.save.
@@ -158,16 +156,11 @@ def test_from_hf_pytorch_bin(tmp_path: Path) -> None:
         assert torch.allclose(ours(idx), hf(idx).logits, atol=1e-4)
 
 
-def _hf_folder(tmp_path: Path, **kwargs) -> Path:
-    folder = tmp_path / "hf"
-    hf_tiny(**kwargs).save_pretrained(folder)
-    return folder
-
-
-def test_hf_errors(tmp_path: Path) -> None:
+def test_hf_errors(tmp_path: Path, transformers) -> None:
     from safetensors.torch import load_file, save_file
 
-    folder = _hf_folder(tmp_path)
+    folder = tmp_path / "hf"
+    hf_tiny(transformers).save_pretrained(folder)
     config = json.loads((folder / "config.json").read_text())
     weights = load_file(folder / "model.safetensors")
 
@@ -175,8 +168,8 @@ def test_hf_errors(tmp_path: Path) -> None:
         (folder / "config.json").write_text(json.dumps(cfg or config))
         save_file(tensors or weights, folder / "model.safetensors")
 
-    write({**config, "model_type": "llama"})
-    with pytest.raises(ScratchLLMError, match="model_type 'llama' is not supported"):
+    write({**config, "model_type": "mistral", "architectures": ["MistralForCausalLM"]})
+    with pytest.raises(ScratchLLMError, match=r"'MistralForCausalLM'\] \(model_type 'mistral'\) is not supported"):
         load_model(folder)
     bad = dict(weights)
     bad["transformer.h.1.mlp.c_fc.weight"] = torch.zeros(24, 95)
@@ -190,10 +183,10 @@ def test_hf_errors(tmp_path: Path) -> None:
     with pytest.raises(ScratchLLMError, match=r"missing tensor\(s\) transformer.h.0.attn.c_proj.bias"):
         load_model(folder)
     write(tensors={**weights, "transformer.h.0.attn.rotary.weight": torch.zeros(2)})
-    with pytest.raises(ScratchLLMError, match="unexpected tensor transformer.h.0.attn.rotary.weight"):
+    with pytest.raises(ScratchLLMError, match=r"unexpected tensor\(s\) transformer.h.0.attn.rotary.weight"):
         load_model(folder)
     write({**config, "tie_word_embeddings": False})
-    with pytest.raises(ScratchLLMError, match="missing tensor lm_head.weight"):
+    with pytest.raises(ScratchLLMError, match=r"missing tensor\(s\) lm_head.weight"):
         load_model(folder)
     (folder / "model.safetensors").unlink()
     with pytest.raises(ScratchLLMError, match="missing model.safetensors"):

@@ -16,18 +16,49 @@ from scratchllm.errors import ScratchLLMError
 
 @dataclass
 class ModelConfig:
-    """Shape of a GPT model.
+    """Shape of a decoder-only transformer: GPT-2 by default, the Llama family by a handful of switches.
+
+    GPT-2 and Llama-style models (Llama 3, SmolLM2, Qwen2/2.5, Qwen3) share one skeleton: embedding, a stack of
+    pre-norm attention + feed-forward blocks, a final norm and an LM head. They differ in a few named pieces,
+    and each piece has one field here (the defaults are GPT-2's, so older ``config.json`` files load as before):
+
+    =================  =====================  ======================================================
+    field              GPT-2                  Llama family
+    =================  =====================  ======================================================
+    ``pos``            ``learned`` table      ``rope``: rotary embedding of q and k (``rope_theta``)
+    ``norm``           ``layernorm``          ``rmsnorm`` (no mean, no bias)
+    ``mlp``            ``gelu`` (4x wide)     ``swiglu``: ``down(silu(gate(x)) * up(x))``
+    ``n_kv_heads``     = ``n_heads``          fewer key/value heads (grouped-query attention)
+    ``bias``           True                   False (no bias outside q/k/v)
+    ``qkv_bias``       True                   False (Llama, Qwen3) or True (Qwen2)
+    ``qk_norm``        False                  True in Qwen3 (RMSNorm of each q/k head before RoPE)
+    =================  =====================  ======================================================
 
     Attributes:
         vocab_size: number of token ids the embedding and the LM head cover.
-        context_length: longest sequence the learned position embedding supports.
+        context_length: longest sequence the model accepts (the learned position table's size; for RoPE,
+            the KV cache's default length).
         emb_dim: width of the residual stream (d_model).
-        n_heads: attention heads per block; must divide emb_dim.
+        n_heads: query heads per attention layer.
         n_layers: number of transformer blocks.
         drop_rate: dropout on embeddings, attention weights and residual branches (0 for inference).
-        qkv_bias: whether the query/key/value projections have a bias (GPT-2 has one).
-        tie_embeddings: share the token embedding matrix with the LM head (GPT-2 does).
-        layer_norm_eps: epsilon of every LayerNorm (GPT-2 uses 1e-5).
+        qkv_bias: whether the query/key/value projections have a bias (GPT-2 and Qwen2 have one).
+        bias: whether every other linear layer (attention output, feed-forward) and the LayerNorms have a bias
+            (GPT-2 does; the Llama family has none).
+        tie_embeddings: share the token embedding matrix with the LM head.
+        norm_eps: epsilon of every LayerNorm/RMSNorm (GPT-2 and Llama use 1e-5, Qwen 1e-6).
+        norm: ``layernorm`` (GPT-2) or ``rmsnorm`` (Llama family).
+        mlp: ``gelu`` (GPT-2: Linear, GELU-tanh, Linear) or ``swiglu`` (Llama family: gated SiLU).
+        pos: ``learned`` (a trained position table, GPT-2) or ``rope`` (rotary position embedding).
+        n_kv_heads: key/value heads; must divide n_heads (n_heads: multi-head, 1: multi-query attention).
+            Default: n_heads.
+        head_dim: width of each attention head. Default: emb_dim // n_heads (Qwen3 sets it explicitly).
+        hidden_dim: width of the feed-forward layer. Default: 4 * emb_dim (GPT-2).
+        qk_norm: RMSNorm each query and key head before RoPE (Qwen3).
+        rope_theta: base of the rotary frequencies (10,000 in the RoPE paper; 500,000 in Llama 3).
+        rope_scaling: None, or Llama 3.1's frequency scaling for long contexts:
+            ``{"rope_type": "llama3", "factor", "low_freq_factor", "high_freq_factor",
+            "original_max_position_embeddings"}``.
     """
 
     vocab_size: int = 50257
@@ -37,35 +68,104 @@ class ModelConfig:
     n_layers: int = 12
     drop_rate: float = 0.0
     qkv_bias: bool = True
+    bias: bool = True
     tie_embeddings: bool = True
-    layer_norm_eps: float = 1e-5
+    norm_eps: float = 1e-5
+    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
+    mlp: Literal["gelu", "swiglu"] = "gelu"
+    pos: Literal["learned", "rope"] = "learned"
+    n_kv_heads: int | None = None
+    head_dim: int | None = None
+    hidden_dim: int | None = None
+    qk_norm: bool = False
+    rope_theta: float = 10000.0
+    rope_scaling: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        # Derived defaults are filled in once, so code reads cfg.head_dim etc. and config.json records them.
+        self._check_positive("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers")
+        if self.n_kv_heads is None:
+            self.n_kv_heads = self.n_heads
+        if self.head_dim is None:
+            if self.emb_dim % self.n_heads != 0:
+                raise ScratchLLMError(
+                    f"model config: emb_dim ({self.emb_dim}) must be divisible by n_heads ({self.n_heads}), "
+                    "or head_dim given"
+                )
+            self.head_dim = self.emb_dim // self.n_heads
+        if self.hidden_dim is None:
+            self.hidden_dim = 4 * self.emb_dim
         self.validate()
 
-    def validate(self) -> None:
-        """Raise :class:`ScratchLLMError` naming the first field whose value cannot build a model."""
-        for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
+    def _check_positive(self, *names: str) -> None:
+        for name in names:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ScratchLLMError(f"model config: {name} must be a positive integer, got {value!r}")
-        if self.emb_dim % self.n_heads != 0:
+
+    def validate(self) -> None:
+        """Raise :class:`ScratchLLMError` naming the first field whose value cannot build a model."""
+        shape = ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers")
+        self._check_positive(*shape, "n_kv_heads", "head_dim", "hidden_dim")
+        if self.n_heads % self.n_kv_heads != 0:
             raise ScratchLLMError(
-                f"model config: emb_dim ({self.emb_dim}) must be divisible by n_heads ({self.n_heads})"
+                f"model config: n_kv_heads ({self.n_kv_heads}) must divide n_heads ({self.n_heads})"
             )
         if not 0.0 <= float(self.drop_rate) < 1.0:
             raise ScratchLLMError(f"model config: drop_rate must be in [0, 1), got {self.drop_rate!r}")
+        for name, allowed in (
+            ("norm", ("layernorm", "rmsnorm")),
+            ("mlp", ("gelu", "swiglu")),
+            ("pos", ("learned", "rope")),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ScratchLLMError(
+                    f"model config: {name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}"
+                )
+        if self.pos == "rope" and self.head_dim % 2:
+            raise ScratchLLMError(f"model config: head_dim ({self.head_dim}) must be even for rotary embeddings")
+        if not self.norm_eps > 0:
+            raise ScratchLLMError(f"model config: norm_eps must be > 0, got {self.norm_eps!r}")
+        if not self.rope_theta > 0:
+            raise ScratchLLMError(f"model config: rope_theta must be > 0, got {self.rope_theta!r}")
+        if self.rope_scaling is not None:
+            self._validate_rope_scaling()
+
+    def _validate_rope_scaling(self) -> None:
+        scaling = self.rope_scaling
+        keys = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
+        expected = f'null or {{"rope_type": "llama3", {", ".join(keys)}}}'
+        if self.pos != "rope":
+            raise ScratchLLMError('model config: rope_scaling needs pos: "rope"')
+        if not isinstance(scaling, dict) or scaling.get("rope_type") != "llama3":
+            raise ScratchLLMError(f"model config: rope_scaling must be {expected}, got {scaling!r}")
+        unknown = sorted(set(scaling) - {"rope_type", *keys})
+        if unknown:
+            raise ScratchLLMError(f"model config: rope_scaling has unknown key(s) {', '.join(unknown)}")
+        for key in keys:
+            value = scaling.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ScratchLLMError(f"model config: rope_scaling.{key} must be a positive number, got {value!r}")
+        if scaling["high_freq_factor"] <= scaling["low_freq_factor"]:
+            raise ScratchLLMError("model config: rope_scaling.high_freq_factor must exceed low_freq_factor")
 
     @property
-    def head_dim(self) -> int:
-        return self.emb_dim // self.n_heads
+    def attn_dim(self) -> int:
+        """Width of all query heads together (``n_heads * head_dim``; emb_dim except when head_dim is set)."""
+        return self.n_heads * self.head_dim
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "model config") -> ModelConfig:
-        """Build from a mapping, rejecting unknown keys so typos never pass silently."""
+        """Build from a mapping, rejecting unknown keys so typos never pass silently.
+
+        ``layer_norm_eps`` (the name before the Llama family arrived) is read as ``norm_eps``.
+        """
+        data = dict(data)
+        if "layer_norm_eps" in data and "norm_eps" not in data:
+            data["norm_eps"] = data.pop("layer_norm_eps")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -87,6 +187,10 @@ class ModelConfig:
 # GPT-2 shapes from the released checkpoints (Radford et al., 2019). With tied embeddings and qkv bias,
 # gpt2-small has exactly 124,439,808 parameters, as the Hugging Face checkpoint reports.
 _GPT2 = {"vocab_size": 50257, "context_length": 1024, "qkv_bias": True, "tie_embeddings": True}
+# The Llama family: RoPE, RMSNorm, SwiGLU, grouped-query attention, no biases. Shapes from each model's
+# published config.json; tests/model/test_presets.py checks the parameter counts against transformers.
+_LLAMA = {"pos": "rope", "norm": "rmsnorm", "mlp": "swiglu", "bias": False, "qkv_bias": False}
+_QWEN = {**_LLAMA, "vocab_size": 151936, "rope_theta": 1_000_000.0, "norm_eps": 1e-6, "tie_embeddings": True}
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
     "gpt2-small": {**_GPT2, "emb_dim": 768, "n_heads": 12, "n_layers": 12},
     "gpt2-medium": {**_GPT2, "emb_dim": 1024, "n_heads": 16, "n_layers": 24},
@@ -95,6 +199,81 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
     # CPU-sized shapes for learning and tests; vocab_size is normally overridden by the tokenizer's.
     "tiny": {"vocab_size": 4096, "context_length": 128, "emb_dim": 128, "n_heads": 4, "n_layers": 4},
     "small-cpu": {"vocab_size": 4096, "context_length": 256, "emb_dim": 256, "n_heads": 8, "n_layers": 6},
+    "llama-tiny": {
+        **_LLAMA,
+        "vocab_size": 4096,
+        "context_length": 256,
+        "emb_dim": 128,
+        "n_heads": 4,
+        "n_kv_heads": 2,
+        "n_layers": 4,
+        "hidden_dim": 352,
+        "tie_embeddings": True,
+    },
+    "smollm2-135m": {
+        **_LLAMA,
+        "vocab_size": 49152,
+        "context_length": 8192,
+        "emb_dim": 576,
+        "n_heads": 9,
+        "n_kv_heads": 3,
+        "n_layers": 30,
+        "hidden_dim": 1536,
+        "rope_theta": 100_000.0,
+        "tie_embeddings": True,
+    },
+    "smollm2-360m": {
+        **_LLAMA,
+        "vocab_size": 49152,
+        "context_length": 8192,
+        "emb_dim": 960,
+        "n_heads": 15,
+        "n_kv_heads": 5,
+        "n_layers": 32,
+        "hidden_dim": 2560,
+        "rope_theta": 100_000.0,
+        "tie_embeddings": True,
+    },
+    "llama-3.2-1b": {
+        **_LLAMA,
+        "vocab_size": 128256,
+        "context_length": 131072,
+        "emb_dim": 2048,
+        "n_heads": 32,
+        "n_kv_heads": 8,
+        "n_layers": 16,
+        "hidden_dim": 8192,
+        "rope_theta": 500_000.0,
+        "rope_scaling": {
+            "rope_type": "llama3",
+            "factor": 32.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 8192,
+        },
+        "tie_embeddings": True,
+    },
+    "qwen2.5-0.5b": {
+        **_QWEN,
+        "qkv_bias": True,
+        "context_length": 32768,
+        "emb_dim": 896,
+        "n_heads": 14,
+        "n_kv_heads": 2,
+        "n_layers": 24,
+        "hidden_dim": 4864,
+    },
+    "qwen3-0.6b": {
+        **_QWEN,
+        "qk_norm": True,
+        "context_length": 40960,
+        "emb_dim": 1024,
+        "n_heads": 16,
+        "n_kv_heads": 8,
+        "head_dim": 128,
+        "n_layers": 28,
+        "hidden_dim": 3072,
+    },
 }
 
 
@@ -106,7 +285,8 @@ class ModelSpec:
     The vocabulary size is never set here: it always comes from the tokenizer the data was prepared with.
 
     Attributes:
-        preset: model shape from the preset table (gpt2-small, gpt2-medium, tiny, small-cpu, ...).
+        preset: model shape from the preset table (GPT-2: gpt2-small, tiny, small-cpu, ...; Llama family:
+            llama-tiny, smollm2-135m, llama-3.2-1b, qwen2.5-0.5b, qwen3-0.6b, ...).
         context_length: override the preset's context length.
         emb_dim: override the preset's embedding width.
         n_heads: override the preset's number of attention heads.

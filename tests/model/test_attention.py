@@ -44,7 +44,7 @@ def _copy_wrapper_into_fused(wrapper: MultiHeadAttentionWrapper, fused: MultiHea
             fused.qkv.weight[part * fused.d_out : (part + 1) * fused.d_out] = w
             b = torch.cat([getattr(h, name).bias for h in wrapper.heads], dim=0)
             fused.qkv.bias[part * fused.d_out : (part + 1) * fused.d_out] = b
-        fused.out_proj.weight.copy_(torch.eye(fused.d_out))
+        fused.out_proj.weight.copy_(torch.eye(fused.out_proj.in_features))
         fused.out_proj.bias.zero_()
 
 

@@ -62,3 +62,13 @@ def test_fsdp2_matches_one_process(tmp_path, base, single):
     torchrun([*base, "--train.micro-batch-size", "2", "--train.parallel", "fsdp", "--out-dir", str(run)])
     assert losses(run) == pytest.approx(single, rel=1e-5)
     assert latest_checkpoint(run / "checkpoints").name == "step-4"  # gathered to rank 0 and written whole
+
+
+@pytest.mark.slow  # ~45 s on 2 cores: one more single-process run and one torchrun
+def test_fsdp2_trains_a_llama_model_like_one_process(tmp_path, base):
+    """Grouped-query attention, RoPE and SwiGLU shard like any other layers."""
+    llama = [a if a != "tiny" else "llama-tiny" for a in base]
+    assert main(["pretrain", *llama, "--out-dir", str(tmp_path / "one")]) == 0
+    run = tmp_path / "fsdp"
+    torchrun([*llama, "--train.micro-batch-size", "2", "--train.parallel", "fsdp", "--out-dir", str(run)])
+    assert losses(run) == pytest.approx(losses(tmp_path / "one"), rel=1e-5)

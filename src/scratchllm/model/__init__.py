@@ -1,4 +1,4 @@
-"""The GPT model and its attention layers."""
+"""The decoder (GPT-2 and Llama family) and its pieces: attention, norms, rotary embeddings, MLPs."""
 
 from __future__ import annotations
 
@@ -18,9 +18,12 @@ from scratchllm.model.gpt import (
     GPTModel,
     LayerNorm,
     ModelSummary,
+    RMSNorm,
+    SwiGLU,
     TransformerBlock,
     model_summary,
 )
+from scratchllm.model.rope import RotaryEmbedding, apply_rope, apply_rope_complex, rope_frequencies
 
 __all__ = [
     "GELU",
@@ -32,11 +35,17 @@ __all__ = [
     "ModelSummary",
     "MultiHeadAttention",
     "MultiHeadAttentionWrapper",
+    "RMSNorm",
+    "RotaryEmbedding",
     "SelfAttention",
     "SimplifiedSelfAttention",
+    "SwiGLU",
     "TransformerBlock",
+    "apply_rope",
+    "apply_rope_complex",
     "model_summary",
     "optimize_for_decoding",
+    "rope_frequencies",
     "set_weight_layout",
     "simplified_self_attention",
     "weight_layout",

@@ -14,7 +14,8 @@ Read top to bottom, each class adds one idea to the previous one:
    batched matmul, and an output projection. ``use_sdpa=True`` (what :class:`~scratchllm.model.GPTModel` uses)
    calls :func:`torch.nn.functional.scaled_dot_product_attention`, which picks a fused kernel (flash attention
    on GPU, a blocked kernel on CPU) and never materialises the full ``T x T`` matrix when it does not have to.
-   It also reads and writes a :class:`KVCache` layer during generation.
+   It also reads and writes a :class:`KVCache` layer during generation, and carries the Llama family's
+   options: grouped-query attention, rotary embeddings and q/k norm.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from scratchllm.model.norms import RMSNorm
+from scratchllm.model.rope import apply_rope
 
 
 # ------------------------------------------------------------------------------------------ 1. no weights
@@ -125,7 +129,8 @@ class KVCache:
     """Preallocated keys and values for every layer, so generating a token attends to the past without
     recomputing it.
 
-    ``k`` and ``v`` are ``[n_layers, B, n_heads, max_len, head_dim]``; positions ``[0, length)`` are filled.
+    ``k`` and ``v`` are ``[n_layers, B, n_kv_heads, max_len, head_dim]``; positions ``[0, length)`` are filled.
+    With grouped-query attention only the key/value heads are stored, which is the point of having fewer.
     ``pad`` (``[B]``) counts the left-padding slots of each row: those keys are never attended to, and a row's
     token positions start after them, so a batch of prompts of different lengths behaves like each prompt alone.
     The model advances ``length`` after a forward pass has written every layer.
@@ -181,7 +186,19 @@ class MultiHeadAttention(nn.Module):
     ``softmax(q k^T / sqrt(d)) v`` for reading; ``use_sdpa=True`` hands the same computation to PyTorch's fused
     kernel, which is faster and uses less memory.
 
-    The projection is named ``qkv`` (rows ordered query, key, value), the output one ``out_proj``.
+    The Llama family adds three options, all off by default (GPT-2):
+
+    * **grouped-query attention** (``num_kv_heads`` < ``num_heads``): each key/value head is shared by
+      ``num_heads / num_kv_heads`` query heads. Quality stays close to full multi-head attention, and the KV
+      cache, which dominates memory when generating long sequences, shrinks by the same factor
+      (``num_kv_heads=1`` is multi-query attention).
+    * **rotary embeddings**: ``forward`` gets ``rope=(cos, sin)`` and rotates queries and keys (see
+      :mod:`scratchllm.model.rope`); the cache stores keys already rotated.
+    * **q/k norm** (Qwen3): an RMSNorm over each query and key head before the rotation keeps the attention
+      logits bounded.
+
+    The projection is named ``qkv`` (rows ordered: all query heads, then key heads, then value heads), the
+    output one ``out_proj``; ``q_norm``/``k_norm`` exist only with ``qk_norm``.
     """
 
     def __init__(
@@ -192,30 +209,60 @@ class MultiHeadAttention(nn.Module):
         dropout: float = 0.0,
         qkv_bias: bool = False,
         use_sdpa: bool = True,
+        *,
+        num_kv_heads: int | None = None,
+        head_dim: int | None = None,
+        out_bias: bool = True,
+        qk_norm: bool = False,
+        norm_eps: float = 1e-6,
     ) -> None:
         super().__init__()
-        if d_out % num_heads != 0:
-            raise ValueError(f"d_out ({d_out}) must be divisible by num_heads ({num_heads})")
+        num_kv_heads = num_kv_heads or num_heads
+        if head_dim is None:
+            if d_out % num_heads != 0:
+                raise ValueError(f"d_out ({d_out}) must be divisible by num_heads ({num_heads})")
+            head_dim = d_out // num_heads
+        if num_heads % num_kv_heads != 0:
+            raise ValueError(f"num_kv_heads ({num_kv_heads}) must divide num_heads ({num_heads})")
         self.num_heads = num_heads
-        self.head_dim = d_out // num_heads
+        self.num_kv_heads = num_kv_heads
+        self.head_dim = head_dim
         self.d_out = d_out
         self.dropout = dropout
         self.use_sdpa = use_sdpa
-        self.qkv = nn.Linear(d_in, 3 * d_out, bias=qkv_bias)
-        self.out_proj = nn.Linear(d_out, d_out)
+        self.qkv = nn.Linear(d_in, (num_heads + 2 * num_kv_heads) * head_dim, bias=qkv_bias)
+        self.out_proj = nn.Linear(num_heads * head_dim, d_out, bias=out_bias)
+        if qk_norm:
+            self.q_norm = RMSNorm(head_dim, norm_eps)
+            self.k_norm = RMSNorm(head_dim, norm_eps)
+        else:
+            self.q_norm = self.k_norm = None
 
     def forward(
-        self, x: Tensor, kv_cache: KVCache | None = None, layer: int = 0, pad: Tensor | None = None
+        self,
+        x: Tensor,
+        kv_cache: KVCache | None = None,
+        layer: int = 0,
+        pad: Tensor | None = None,
+        rope: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
         """``x`` ``[B, T, d_in]`` -> ``[B, T, d_out]``.
 
         With ``kv_cache``, this call's keys/values are written at slots ``[cache.length, cache.length + T)``
         of layer ``layer`` and the queries attend to everything cached so far. ``pad`` (``[B]``) is the left
-        padding per row when no cache is used (with a cache, the cache's own ``pad`` applies).
+        padding per row when no cache is used (with a cache, the cache's own ``pad`` applies). ``rope`` is
+        the ``(cos, sin)`` pair of this call's positions, for models with rotary embeddings.
         """
         B, T, _ = x.shape
-        # [B, T, 3*d] -> [B, T, 3, H, hd] -> three [B, H, T, hd] views (no copy until the kernel needs one).
-        q, k, v = self.qkv(x).view(B, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        H, G, hd = self.num_heads, self.num_kv_heads, self.head_dim
+        # [B, T, (H + 2G) * hd] -> [B, H + 2G, T, hd], then query, key and value heads are slices (views).
+        qkv = self.qkv(x).view(B, T, H + 2 * G, hd).transpose(1, 2)
+        q, k, v = qkv.split([H, G, G], dim=1)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            cos, sin = rope
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         start = 0
         if kv_cache is not None:
             start = kv_cache.length
@@ -228,14 +275,24 @@ class MultiHeadAttention(nn.Module):
         mask = attention_mask(T, start, pad, x.device)
         causal = mask is None and T > 1
         p = self.dropout if self.training else 0.0
-        if self.use_sdpa:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
+        if self.use_sdpa and T == 1 and G != H:
+            # Decoding one token: a group's H/G query heads become H/G query rows of its one key/value head,
+            # which is plain attention, with no copy of the cache (PyTorch's CPU kernel for enable_gqa is
+            # about 5x slower in bf16 here).
+            y = F.scaled_dot_product_attention(q.reshape(B, G, H // G, hd), k, v, attn_mask=mask, dropout_p=p)
+            y = y.view(B, H, 1, hd)
+        elif self.use_sdpa:
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal, enable_gqa=G != H
+            )
         else:
-            scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)
+            if G != H:  # each key/value head serves H / G consecutive query heads
+                k, v = k.repeat_interleave(H // G, dim=1), v.repeat_interleave(H // G, dim=1)
+            scores = q @ k.transpose(-2, -1) / math.sqrt(hd)
             if mask is None and causal:
                 mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
             if mask is not None:
                 scores = scores.masked_fill(~mask, float("-inf"))
             weights = F.dropout(torch.softmax(scores, dim=-1), p=p, training=p > 0)
             y = weights @ v
-        return self.out_proj(y.transpose(1, 2).reshape(B, T, self.d_out))
+        return self.out_proj(y.transpose(1, 2).reshape(B, T, H * hd))

@@ -1,16 +1,21 @@
-"""A GPT-2-style decoder-only transformer.
+"""One decoder-only transformer for GPT-2 and the Llama family (Llama 3, SmolLM2, Qwen2/2.5, Qwen3).
 
-Architecture (Radford et al., 2019), read top to bottom::
+Read top to bottom (pieces in brackets are chosen by :class:`~scratchllm.config.ModelConfig`)::
 
-    idx [B, T] -> token embedding + learned position embedding -> dropout
+    idx [B, T] -> token embedding (+ learned position embedding if pos="learned") -> dropout
                -> n_layers x TransformerBlock:
-                      x = x + Dropout(MultiHeadAttention(LayerNorm(x)))     (pre-norm, causal, fused SDPA)
-                      x = x + Dropout(FeedForward(LayerNorm(x)))            (Linear d->4d, GELU-tanh, 4d->d)
-               -> final LayerNorm -> LM head (optionally tied to the token embedding) -> logits [B, T, V]
+                      x = x + Dropout(MultiHeadAttention(Norm(x)))     (pre-norm, causal, fused SDPA;
+                                                                         RoPE on q, k if pos="rope"; GQA)
+                      x = x + Dropout(MLP(Norm(x)))                   [gelu: d->4d, GELU, ->d |
+                                                                        swiglu: down(silu(gate) * up)]
+               -> final Norm [layernorm | rmsnorm] -> LM head (optionally tied to the embedding) -> logits
 
-The shape comes from :class:`~scratchllm.config.ModelConfig`. The model knows nothing about files, devices
-or distributed training; :mod:`scratchllm.weights` reads and writes it, :mod:`scratchllm.generation` samples
-from it.
+GPT-2 (Radford et al., 2019) is the default; "Llama is GPT-2 with four changes": rotary instead of learned
+positions, RMSNorm instead of LayerNorm, SwiGLU instead of the GELU MLP, and grouped-query attention, plus no
+biases. Each change is one small named module; the block and the model are the same code for both.
+
+The model knows nothing about files, devices or distributed training; :mod:`scratchllm.weights` reads and
+writes it, :mod:`scratchllm.generation` samples from it.
 """
 
 from __future__ import annotations
@@ -24,23 +29,20 @@ from torch import Tensor, nn
 
 from scratchllm.config import ModelConfig
 from scratchllm.model.attention import KVCache, MultiHeadAttention
+from scratchllm.model.norms import LayerNorm, RMSNorm, make_norm
+from scratchllm.model.rope import RotaryEmbedding
 
-
-class LayerNorm(nn.Module):
-    """Normalise each token's vector to mean 0, variance 1, then scale and shift with learned ``weight``/``bias``.
-
-    ``y = (x - mean) / sqrt(var + eps) * weight + bias`` (biased variance, as GPT-2). Keeping activations at a
-    steady scale lets deep stacks train; :func:`torch.nn.functional.layer_norm` computes it in one kernel.
-    """
-
-    def __init__(self, dim: int, eps: float = 1e-5) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.bias = nn.Parameter(torch.zeros(dim))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
+__all__ = [
+    "GELU",
+    "FeedForward",
+    "GPTModel",
+    "LayerNorm",
+    "ModelSummary",
+    "RMSNorm",
+    "SwiGLU",
+    "TransformerBlock",
+    "model_summary",
+]
 
 
 class GELU(nn.Module):
@@ -54,28 +56,47 @@ class GELU(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """Position-wise MLP: widen to ``4 * emb_dim``, GELU, project back. Where most parameters live."""
+    """GPT-2's position-wise MLP: widen to ``hidden_dim`` (4 x emb_dim), GELU, project back."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.fc = nn.Linear(cfg.emb_dim, 4 * cfg.emb_dim)
+        self.fc = nn.Linear(cfg.emb_dim, cfg.hidden_dim, bias=cfg.bias)
         self.act = GELU()
-        self.proj = nn.Linear(4 * cfg.emb_dim, cfg.emb_dim)
+        self.proj = nn.Linear(cfg.hidden_dim, cfg.emb_dim, bias=cfg.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.proj(self.act(self.fc(x)))
 
 
-class TransformerBlock(nn.Module):
-    """Pre-LayerNorm block: attention then feed-forward, each wrapped in a residual connection.
+class SwiGLU(nn.Module):
+    """The Llama family's gated MLP (Shazeer, 2020): ``down(silu(gate(x)) * up(x))``.
 
-    Normalising *before* each sublayer (GPT-2) leaves the residual path an identity, so gradients reach the
-    first layers undiminished.
+    Two projections widen ``x``; one, through SiLU, decides how much of the other passes (a learned, smooth
+    gate per hidden unit). With three matrices instead of two, ``hidden_dim`` is usually about ``8/3 * emb_dim``
+    to keep the parameter count of GPT-2's MLP. ``fc`` computes gate and up in one matrix multiply (rows: all
+    gate units, then all up units; Hugging Face's ``gate_proj`` and ``up_proj``); ``proj`` is ``down_proj``.
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.norm1 = LayerNorm(cfg.emb_dim, cfg.layer_norm_eps)
+        self.fc = nn.Linear(cfg.emb_dim, 2 * cfg.hidden_dim, bias=cfg.bias)
+        self.proj = nn.Linear(cfg.hidden_dim, cfg.emb_dim, bias=cfg.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate, up = self.fc(x).chunk(2, dim=-1)
+        return self.proj(F.silu(gate) * up)
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block: attention then feed-forward, each wrapped in a residual connection.
+
+    Normalising *before* each sublayer (GPT-2 and Llama alike) leaves the residual path an identity, so
+    gradients reach the first layers undiminished.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.norm1 = make_norm(cfg.norm, cfg.emb_dim, cfg.norm_eps, cfg.bias)
         self.att = MultiHeadAttention(
             cfg.emb_dim,
             cfg.emb_dim,
@@ -83,25 +104,35 @@ class TransformerBlock(nn.Module):
             dropout=cfg.drop_rate,
             qkv_bias=cfg.qkv_bias,
             use_sdpa=True,
+            num_kv_heads=cfg.n_kv_heads,
+            head_dim=cfg.head_dim,
+            out_bias=cfg.bias,
+            qk_norm=cfg.qk_norm,
+            norm_eps=cfg.norm_eps,
         )
-        self.norm2 = LayerNorm(cfg.emb_dim, cfg.layer_norm_eps)
-        self.ff = FeedForward(cfg)
+        self.norm2 = make_norm(cfg.norm, cfg.emb_dim, cfg.norm_eps, cfg.bias)
+        self.ff = SwiGLU(cfg) if cfg.mlp == "swiglu" else FeedForward(cfg)
         self.drop = nn.Dropout(cfg.drop_rate)
 
     def forward(
-        self, x: Tensor, kv_cache: KVCache | None = None, layer: int = 0, pad: Tensor | None = None
+        self,
+        x: Tensor,
+        kv_cache: KVCache | None = None,
+        layer: int = 0,
+        pad: Tensor | None = None,
+        rope: tuple[Tensor, Tensor] | None = None,
     ) -> Tensor:
-        x = x + self.drop(self.att(self.norm1(x), kv_cache, layer, pad))
+        x = x + self.drop(self.att(self.norm1(x), kv_cache, layer, pad, rope))
         x = x + self.drop(self.ff(self.norm2(x)))
         return x
 
 
 class GPTModel(nn.Module):
-    """GPT-2-style language model: ``forward(idx) -> logits``.
+    """Decoder-only language model (GPT-2 or Llama family, per the config): ``forward(idx) -> logits``.
 
-    Parameter names (``tok_emb``, ``pos_emb``, ``blocks.N.{norm1,att.qkv,att.out_proj,norm2,ff.fc,ff.proj}``,
-    ``final_norm``, ``lm_head``) are what checkpoints store; :mod:`scratchllm.weights` maps them to and from
-    Hugging Face's GPT-2 names.
+    Parameter names (``tok_emb``, ``pos_emb`` (learned positions only), ``blocks.N.{norm1, att.qkv,
+    att.q_norm, att.k_norm, att.out_proj, norm2, ff.fc, ff.proj}``, ``final_norm``, ``lm_head``) are what
+    checkpoints store; :mod:`scratchllm.weights` maps them to and from Hugging Face's names.
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -109,10 +140,15 @@ class GPTModel(nn.Module):
         config.validate()
         self.config = config
         self.tok_emb = nn.Embedding(config.vocab_size, config.emb_dim)
-        self.pos_emb = nn.Embedding(config.context_length, config.emb_dim)
+        if config.pos == "learned":
+            self.pos_emb = nn.Embedding(config.context_length, config.emb_dim)
+            self.rope = None
+        else:
+            self.pos_emb = None
+            self.rope = RotaryEmbedding(config.head_dim, config.rope_theta, config.rope_scaling)
         self.drop = nn.Dropout(config.drop_rate)
         self.blocks = nn.ModuleList(TransformerBlock(config) for _ in range(config.n_layers))
-        self.final_norm = LayerNorm(config.emb_dim, config.layer_norm_eps)
+        self.final_norm = make_norm(config.norm, config.emb_dim, config.norm_eps, config.bias)
         self.lm_head = nn.Linear(config.emb_dim, config.vocab_size, bias=False)
         if config.tie_embeddings:
             # One matrix maps ids -> vectors and vectors -> scores; saves vocab_size * emb_dim parameters.
@@ -121,9 +157,9 @@ class GPTModel(nn.Module):
 
     # ------------------------------------------------------------------------------------ init
     def reset_parameters(self) -> None:
-        """GPT-2 initialisation: N(0, 0.02) for weights, zeros for biases, and residual output projections
-        scaled by ``1/sqrt(2 * n_layers)`` so the residual stream's variance does not grow with depth (each
-        block adds two branches to it)."""
+        """GPT-2 initialisation (Llama uses the same): N(0, 0.02) for weights, zeros for biases, ones for norm
+        gains, and residual output projections scaled by ``1/sqrt(2 * n_layers)`` so the residual stream's
+        variance does not grow with depth (each block adds two branches to it)."""
         residual_std = 0.02 / math.sqrt(2 * self.config.n_layers)
         for name, module in self.named_modules():
             if isinstance(module, nn.Linear):
@@ -133,9 +169,10 @@ class GPTModel(nn.Module):
                     nn.init.zeros_(module.bias)
             elif isinstance(module, nn.Embedding):
                 nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            elif isinstance(module, LayerNorm):
+            elif isinstance(module, (LayerNorm, RMSNorm)):
                 nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+                if getattr(module, "bias", None) is not None:
+                    nn.init.zeros_(module.bias)
 
     # ------------------------------------------------------------------------------------ forward
     def forward(
@@ -164,9 +201,15 @@ class GPTModel(nn.Module):
         positions = torch.arange(start, start + T, device=idx.device)
         if pad is not None:
             positions = (positions[None, :] - pad[:, None]).clamp_(min=0)  # [B, T]
-        x = self.drop(self.tok_emb(idx) + self.pos_emb(positions))
+        x = self.tok_emb(idx)
+        rope = None
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(positions)  # GPT-2: where a token is, added to what it is
+        else:
+            rope = self.rope(positions, x.dtype)  # Llama: positions rotate q and k inside attention
+        x = self.drop(x)
         for i, block in enumerate(self.blocks):
-            x = block(x, kv_cache, i, pad)
+            x = block(x, kv_cache, i, pad, rope)
         if kv_cache is not None:
             kv_cache.length += T
         if last_only:
@@ -186,7 +229,7 @@ class GPTModel(nn.Module):
         return KVCache(
             cfg.n_layers,
             batch_size,
-            cfg.n_heads,
+            cfg.n_kv_heads,  # grouped-query attention caches only the key/value heads
             min(max_len or cfg.context_length, cfg.context_length),
             cfg.head_dim,
             device=weight.device,
@@ -197,7 +240,7 @@ class GPTModel(nn.Module):
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
         """Unique parameters (a tied matrix counts once); optionally without the position embedding."""
         n = sum(p.numel() for p in self.parameters())
-        if exclude_embeddings:
+        if exclude_embeddings and self.pos_emb is not None:
             n -= self.pos_emb.weight.numel()
         return n
 

@@ -346,7 +346,7 @@ def pretrain(
         # 3. model; 4. optimizer, schedule, trainer, resume
         net = build_model(config, train, env)
         n_params = sum(p.numel() for p in net.parameters())
-        fpt = flops_per_token(net, n_layers=config.n_layers, emb_dim=config.emb_dim, context_length=ctx)
+        fpt = flops_per_token(net, n_layers=config.n_layers, emb_dim=config.attn_dim, context_length=ctx)
         say(
             f"model: {n_params:,} parameters, {config.n_layers} layers x {config.emb_dim} wide, context {ctx}; "
             f"{env.world_size} process(es) on {env.device}, {precision}; global batch "
