@@ -371,7 +371,8 @@ def test_real_file_tensors_equal_transformers(smollm2_gguf: Path, transformers_s
     for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                 "num_key_value_heads", "head_dim", "rms_norm_eps", "max_position_embeddings", "vocab_size",
                 "bos_token_id", "eos_token_id"):
-        assert ours.hf_config[key] == getattr(model.config, key), key
+        # float32 metadata: we give the decimal config.json has (1e-05), transformers the float32 value
+        assert ours.hf_config[key] == pytest.approx(getattr(model.config, key), rel=1e-7), key
     assert ours.hf_config["rope_theta"] == model.config.rope_parameters["rope_theta"]
 
 
