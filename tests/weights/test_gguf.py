@@ -391,3 +391,21 @@ def test_real_file_tokenizer_and_chat_equal_transformers(smol_tokenizer: HFToken
         for prompt in (True, False):
             expected = reference.apply_chat_template(conversation, tokenize=False, add_generation_prompt=prompt)
             assert render_chat(smol_tokenizer.chat_template, conversation, prompt) == expected
+
+
+@pytest.mark.parametrize("arch", ["LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"])
+def test_transformers_reads_our_export_as_we_do(tokenizer, tmp_path: Path, arch: str) -> None:
+    """transformers' own GGUF reader (its q/k un-permutation for llama, none for qwen2/qwen3) gets our tensors."""
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    config = llama_config(arch, tokenizer.vocab_size, tied=False)
+    if arch == "Qwen3ForCausalLM":  # transformers ignores qwen3.attention.key_length and assumes Qwen3's 128
+        config["head_dim"] = 128
+    tensors = random_tensors(config)
+    write_gguf(config, tensors, tokenizer, None, tmp_path / "m.gguf", "f32")
+    model = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="m.gguf", dtype=torch.float32)
+    reference = model.state_dict()
+    assert type(model).__name__ == arch
+    assert reference.keys() == tensors.keys()
+    for name, t in tensors.items():
+        assert torch.equal(reference[name], t), name

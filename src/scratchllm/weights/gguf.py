@@ -23,6 +23,7 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -172,14 +173,34 @@ class GGUFModel:
 
 
 # ---------------------------------------------------------------------------------------------- reading
-def _open(path: str | Path) -> Any:
+@lru_cache(maxsize=1)
+def _reader_class() -> type:
+    """``gguf.GGUFReader`` over a plain array view of its memory map.
+
+    The reader slices its buffer once or twice per metadata value (about 250,000 times for a 49k-token
+    vocabulary), and slicing an ``np.memmap`` pays for memmap bookkeeping each time; a plain ``ndarray`` view of
+    the same mapping (which keeps the mapping alive) reads the same bytes about 2.5x faster.
+    """
     import gguf
 
+    class Reader(gguf.GGUFReader):
+        @property
+        def data(self) -> np.ndarray:
+            return self._buffer
+
+        @data.setter
+        def data(self, value: np.ndarray) -> None:
+            self._buffer = value.view(np.ndarray)
+
+    return Reader
+
+
+def _open(path: str | Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise ScratchLLMError(f"{path}: GGUF file not found")
     try:
-        return gguf.GGUFReader(path, "r")
+        return _reader_class()(path, "r")
     except Exception as exc:  # the reader raises ValueError/IndexError/... on truncated or foreign files
         raise ScratchLLMError(f"{path}: not a readable GGUF file (truncated or corrupt?): {exc}") from None
 
