@@ -123,6 +123,23 @@ def test_f16_and_q8_0_within_quantisation_error(tokenizer, tmp_path: Path, file_
         assert not torch.equal(got, t)
 
 
+def test_llama3_rope_scaling_travels_as_rope_freqs(tokenizer, tmp_path: Path) -> None:
+    """llama.cpp keeps Llama 3.x's rope scaling as a ``rope_freqs.weight`` tensor; we write it and recover the dict."""
+    import gguf
+
+    scaling = {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 8192}
+    config = llama_config(vocab_size=tokenizer.vocab_size) | {"rope_scaling": scaling, "head_dim": 64}
+    config["num_attention_heads"], config["num_key_value_heads"], config["hidden_size"] = 2, 1, 128
+    tensors = random_tensors(config)
+    path = write_gguf(config, tensors, tokenizer, None, tmp_path / "m.gguf", "f32")
+    freqs = {t.name: np.array(t.data) for t in gguf.GGUFReader(path).tensors}["rope_freqs.weight"]
+    assert freqs.shape == (32,) and freqs[0] == 1 and freqs[-1] == 32 and ((freqs > 1) & (freqs < 32)).any()
+    model = read_gguf(path)
+    assert model.hf_config["rope_scaling"] == scaling
+    assert model.tensors.keys() == tensors.keys()
+
+
 def test_bf16_request(tokenizer, tmp_path: Path) -> None:
     config = llama_config(vocab_size=tokenizer.vocab_size)
     tensors = random_tensors(config)

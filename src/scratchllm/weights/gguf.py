@@ -289,6 +289,51 @@ def _rope_scaling(meta: dict[str, Any], arch: str) -> dict[str, Any] | None:
     return scaling
 
 
+#: Llama 3.x's rope_scaling besides ``factor``: every release so far uses these (tried in this order on reading).
+LLAMA3_LOW_HIGH = (1.0, 4.0)
+LLAMA3_ORIGINAL_CONTEXTS = (8192, 4096, 16384, 32768, 2048, 65536, 131072)
+ROPE_FREQS = "rope_freqs.weight"
+
+
+def llama3_rope_factors(head_dim: int, theta: float, scaling: dict[str, Any]) -> np.ndarray:
+    """The per-frequency divisors llama.cpp stores as ``rope_freqs.weight`` for ``rope_scaling`` of type llama3.
+
+    Long wavelengths (beyond ``original / low_freq_factor``) are slowed by ``factor``, short ones (under
+    ``original / high_freq_factor``) kept, and the band between blends the two.
+    """
+    factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+    original = scaling["original_max_position_embeddings"]
+    inv_freq = 1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim)
+    wavelen = 2 * np.pi / inv_freq.astype(np.float64)
+    smooth = (original / wavelen - low) / (high - low)
+    blended = 1 / ((1 - smooth) / factor + smooth)
+    factors = np.where(wavelen < original / high, 1.0, np.where(wavelen > original / low, factor, blended))
+    return factors.astype(np.float32)
+
+
+def _llama3_scaling(freqs: np.ndarray, head_dim: int, theta: float, where: str) -> dict[str, Any] | None:
+    """Recover the ``rope_scaling`` dictionary a ``rope_freqs.weight`` tensor was made from (None: no scaling)."""
+    if np.all(freqs == 1):
+        return None
+    low, high = LLAMA3_LOW_HIGH
+    for original in LLAMA3_ORIGINAL_CONTEXTS:
+        scaling = {
+            "rope_type": "llama3",
+            "factor": _f32(float(freqs.max())),
+            "low_freq_factor": low,
+            "high_freq_factor": high,
+            "original_max_position_embeddings": original,
+        }
+        if freqs.shape == (head_dim // 2,) and np.allclose(
+            llama3_rope_factors(head_dim, theta, scaling), freqs, rtol=1e-5, atol=0
+        ):
+            return scaling
+    raise ScratchLLMError(
+        f"{where}: tensor {ROPE_FREQS!r} is not Llama 3's rope scaling with low/high factors {LLAMA3_LOW_HIGH} "
+        f"and an original context in {LLAMA3_ORIGINAL_CONTEXTS}"
+    )
+
+
 def _tokenizer_from_metadata(meta: dict[str, Any], where: str) -> HFTokenizer:
     """Our tokenizer from ``tokenizer.ggml.*``: control tokens become special, user-defined ones added."""
     model = meta.get("tokenizer.ggml.model")
@@ -418,7 +463,7 @@ def read_gguf(path: str | Path, dtype: torch.dtype = torch.float32) -> GGUFModel
     tokenizer = _tokenizer_from_metadata(meta, where)
     tensors: dict[str, Tensor] = {}
     for info in reader.tensors:
-        name = _hf_name(info.name, family, where)
+        name = ROPE_FREQS if info.name == ROPE_FREQS and family.permute_qk else _hf_name(info.name, family, where)
         try:
             values = gguf.quants.dequantize(info.data, info.tensor_type)
         except NotImplementedError:
@@ -438,6 +483,9 @@ def read_gguf(path: str | Path, dtype: torch.dtype = torch.float32) -> GGUFModel
         if name.endswith(family.transposed):
             t = t.T
         tensors[name] = t.to(dtype).contiguous()
+    if ROPE_FREQS in tensors:
+        freqs = tensors.pop(ROPE_FREQS).float().numpy()
+        config["rope_scaling"] = _llama3_scaling(freqs, config["head_dim"], config["rope_theta"], where)
     config["tie_word_embeddings"] = "lm_head.weight" not in tensors
     missing = [n for n in expected_tensors(config) if n not in tensors]
     if missing:
@@ -512,10 +560,16 @@ def _write_config(writer: Any, arch: str, c: dict[str, Any], vocab_size: int) ->
             writer.add_key_length(head_dim)
             writer.add_value_length(head_dim)
         scaling = c.get("rope_scaling")
-        if scaling:
-            kind = scaling.get("rope_type") or scaling.get("type")
+        kind = (scaling or {}).get("rope_type") or (scaling or {}).get("type")
+        if kind == "llama3" and arch == "llama":  # written as the rope_freqs.weight tensor
+            for key in ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"):
+                if not isinstance(scaling.get(key), (int, float)):
+                    raise ScratchLLMError(f"config: rope_scaling.{key} missing (needed for llama3 scaling)")
+        elif scaling and kind != "default":
             if kind not in ("linear", "yarn"):
-                raise ScratchLLMError(f"config: rope_scaling of type {kind!r} cannot be written to GGUF (linear, yarn)")
+                raise ScratchLLMError(
+                    f"config: rope_scaling of type {kind!r} cannot be written to a {arch} GGUF (linear, yarn, llama3)"
+                )
             writer.add_rope_scaling_type(gguf_rope_type(kind))
             writer.add_rope_scaling_factor(scaling["factor"])
             if "original_max_position_embeddings" in scaling:
@@ -600,6 +654,11 @@ def write_gguf(
                 gguf_name = "blk." + layer + "." + to_gguf[f"{family.hf_layer_prefix}{{}}.{suffix}"]
             data, kind = _storage(t.contiguous().numpy(), file_type)
             writer.add_tensor(gguf_name, data, raw_dtype=kind)
+        scaling = hf_config.get("rope_scaling") or {}
+        if arch == "llama" and scaling.get("rope_type", scaling.get("type")) == "llama3":
+            head_dim = hf_config.get("head_dim") or hf_config["hidden_size"] // hf_config["num_attention_heads"]
+            theta = hf_config.get("rope_theta", 10000.0)
+            writer.add_tensor(ROPE_FREQS, llama3_rope_factors(head_dim, theta, scaling))
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
