@@ -148,14 +148,16 @@ def test_bf16_request(tokenizer, tmp_path: Path) -> None:
         assert torch.equal(model.tensors[name], t.bfloat16())
 
 
-def test_gpt2_round_trip(tmp_path: Path, tokenizer) -> None:
+def test_gpt2_round_trip_with_padded_vocabulary(tmp_path: Path, tokenizer) -> None:
+    """GPT-2 names and Conv1D layout; embedding rows beyond the tokenizer become llama.cpp's [PADn] tokens."""
+    vocab = tokenizer.vocab_size + 5
     config = {
         "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "n_embd": 32, "n_layer": 2, "n_head": 4,
-        "n_positions": 64, "n_inner": 128, "layer_norm_epsilon": 1e-05, "vocab_size": tokenizer.vocab_size,
+        "n_positions": 64, "n_inner": 128, "layer_norm_epsilon": 1e-05, "vocab_size": vocab,
         "tie_word_embeddings": True,
     }
     g = torch.Generator().manual_seed(1)
-    shapes = {"transformer.wte.weight": (tokenizer.vocab_size, 32), "transformer.wpe.weight": (64, 32),
+    shapes = {"transformer.wte.weight": (vocab, 32), "transformer.wpe.weight": (64, 32),
               "transformer.ln_f.weight": (32,), "transformer.ln_f.bias": (32,)}
     for i in range(2):
         p = f"transformer.h.{i}."
@@ -169,6 +171,8 @@ def test_gpt2_round_trip(tmp_path: Path, tokenizer) -> None:
     assert model.hf_config == config | {"bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id}
     for name, t in tensors.items():
         assert torch.equal(model.tensors[name], t), name
+    assert model.tokenizer.vocab_size == vocab and model.tokenizer.decode([vocab - 1]) == f"[PAD{vocab - 1}]"
+    assert model.tokenizer.encode(TEXTS[2]) == tokenizer.encode(TEXTS[2])
 
 
 def test_llama_rows_are_permuted_in_the_file_and_back(tokenizer, tmp_path: Path) -> None:
@@ -195,7 +199,7 @@ def test_every_dequantizable_type_lands_under_its_name(tokenizer, tmp_path: Path
     import gguf
 
     kinds = gguf.GGMLQuantizationType
-    config = llama_config(vocab_size=256)
+    config = llama_config(vocab_size=tokenizer.vocab_size)
     config["hidden_size"] = config["intermediate_size"] = 256
     config["head_dim"] = 64
     tensors = random_tensors(config)

@@ -278,10 +278,6 @@ class HFTokenizer(Tokenizer):
     def pad_id(self) -> int | None:
         return self.token_id(self.pad_token)
 
-    @property
-    def eot_id(self) -> int | None:
-        return self.eos_id
-
     # ------------------------------------------------------------------------------------------ encode
     def encode_ordinary(self, text: str) -> list[int]:
         if not self._added_plain:

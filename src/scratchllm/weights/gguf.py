@@ -156,7 +156,7 @@ GGUF_PRE: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {
 GGUF_PRE_ALIASES = {"llama3": "llama-bpe", "llama-v3": "llama-bpe", "gpt2": "gpt-2"}
 
 # llama.cpp token types (gguf.TokenType)
-NORMAL, CONTROL, USER_DEFINED = 1, 3, 4
+NORMAL, CONTROL, USER_DEFINED, UNUSED = 1, 3, 4, 5
 _TOKENIZER_ARRAYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type", "tokenizer.ggml.scores")
 
 
@@ -212,7 +212,7 @@ def _metadata(reader: Any) -> dict[str, Any]:
 
 def _need(meta: dict[str, Any], key: str, where: str, kind: type | tuple[type, ...] = (int, float)) -> Any:
     value = meta.get(key)
-    if value is None or not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+    if isinstance(value, bool) or not isinstance(value, kind):
         raise ScratchLLMError(f"{where}: metadata key {key!r} missing or of the wrong type (got {value!r})")
     return value
 
@@ -341,6 +341,8 @@ def _tokenizer_from_metadata(meta: dict[str, Any], where: str) -> HFTokenizer:
         raise ScratchLLMError(
             f"{where}: tokenizer.ggml.model is {model!r}; expected 'gpt2' (byte-level BPE, the only kind supported)"
         )
+    if meta.get("tokenizer.ggml.add_space_prefix"):
+        raise ScratchLLMError(f"{where}: tokenizer.ggml.add_space_prefix = true is not supported for byte-level BPE")
     tokens = _need(meta, "tokenizer.ggml.tokens", where, list)
     merges = _need(meta, "tokenizer.ggml.merges", where, list)
     types = meta.get("tokenizer.ggml.token_type") or [NORMAL] * len(tokens)
@@ -508,9 +510,15 @@ def _pre_name(tokenizer: HFTokenizer) -> str:
     )
 
 
-def _write_tokenizer(writer: Any, tokenizer: HFTokenizer, chat_template: str | None) -> None:
-    tokens: list[str | None] = [None] * tokenizer.vocab_size
-    types = [NORMAL] * tokenizer.vocab_size
+def _write_tokenizer(writer: Any, tokenizer: HFTokenizer, chat_template: str | None, vocab_size: int) -> None:
+    """``tokenizer.ggml.*``; a model with more embedding rows than tokens gets ``[PADn]`` tokens, as llama.cpp's
+    converter does, because llama.cpp expects one token per row."""
+    if vocab_size < tokenizer.vocab_size:
+        raise ScratchLLMError(
+            f"config: vocab_size {vocab_size} is smaller than the tokenizer's {tokenizer.vocab_size} ids"
+        )
+    tokens: list[str | None] = [None] * tokenizer.vocab_size + [f"[PAD{i}]" for i in range(tokenizer.vocab_size, vocab_size)]
+    types = [NORMAL] * tokenizer.vocab_size + [UNUSED] * (vocab_size - tokenizer.vocab_size)
     for text, i in tokenizer.vocab.items():
         tokens[i] = text
     for t in tokenizer.added_tokens:
@@ -637,8 +645,9 @@ def write_gguf(
         file_types = {"f32": "ALL_F32", "f16": "MOSTLY_F16", "q8_0": "MOSTLY_Q8_0"}
         writer.add_file_type(getattr(gguf.LlamaFileType, file_types[file_type]))
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-        _write_config(writer, arch, hf_config, tok.vocab_size)
-        _write_tokenizer(writer, tok, chat_template if chat_template is not None else tok.chat_template)
+        vocab_size = hf_config.get("vocab_size") or tok.vocab_size
+        _write_config(writer, arch, hf_config, vocab_size)
+        _write_tokenizer(writer, tok, chat_template if chat_template is not None else tok.chat_template, vocab_size)
         tied = hf_config.get("tie_word_embeddings", arch == "gpt2")
         for name in expected + ([] if tied or "lm_head.weight" in expected else ["lm_head.weight"]):
             t = tensors[name].detach().to("cpu", torch.float32)
