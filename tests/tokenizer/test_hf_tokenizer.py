@@ -140,6 +140,23 @@ def test_vocabulary_trained_by_tokenizers(tmp_path: Path) -> None:
     assert ours.chat_template == "{{ messages[0]['content'] }}"
 
 
+def test_bos_added_by_the_post_processor_is_recorded(gpt2_reference) -> None:
+    """Llama 3 adds BOS through a TemplateProcessing post-processor, not through tokenizer_config.json."""
+    from tokenizers import processors
+
+    ref = gpt2_reference("llama3")
+    ref.post_processor = processors.Sequence(
+        [
+            processors.ByteLevel(trim_offsets=False),
+            processors.TemplateProcessing(single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", 50256)]),
+        ]
+    )
+    ours = from_tokenizer_json(json.loads(ref.to_str()))
+    assert (ours.bos_token, ours.bos_id, ours.add_bos_token) == ("<|endoftext|>", 50256, True)
+    assert [ours.bos_id, *ours.encode("Hi there")] == ref.encode("Hi there").ids
+    assert from_tokenizer_json(json.loads(ref.to_str()), {"add_bos_token": False}).add_bos_token is False
+
+
 def test_special_tokens_follow_tiktoken_rules(gpt2_reference, tmp_path: Path) -> None:
     ref = gpt2_reference("gpt2")
     ref.save(str(tmp_path / "tokenizer.json"))

@@ -451,6 +451,21 @@ def _token_text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _template_bos(post_processor: Any) -> str | None:
+    """The special token a ``TemplateProcessing`` post-processor puts before every text (Llama 3's BOS), or None.
+
+    ``tokenizers`` adds BOS this way, while ``tokenizer_config.json`` often says nothing about it.
+    """
+    if not isinstance(post_processor, dict):
+        return None
+    if post_processor.get("type") == "Sequence":
+        found = [_template_bos(p) for p in post_processor.get("processors") or []]
+        return next((f for f in found if f is not None), None)
+    single = post_processor.get("single") if post_processor.get("type") == "TemplateProcessing" else None
+    first = single[0] if isinstance(single, list) and single else {}
+    return _token_text((first.get("SpecialToken") or {}).get("id")) if isinstance(first, dict) else None
+
+
 def from_tokenizer_json(data: dict[str, Any], config: dict[str, Any] | None = None, where: str = TOKENIZER_FILE) -> HFTokenizer:
     """Build the tokenizer a parsed ``tokenizer.json`` (and optional ``tokenizer_config.json``) describes."""
     model = _field(data, "model", dict, where)
@@ -470,6 +485,7 @@ def from_tokenizer_json(data: dict[str, Any], config: dict[str, Any] | None = No
                 raise ScratchLLMError(f"{where}: added_tokens[{i}] ({t['content']!r}): {flag}=true is not supported")
         added.append(AddedToken(t["content"], t["id"], bool(t.get("special", False))))
     config = config or {}
+    template_bos = _template_bos(data.get("post_processor"))
     chat_template = config.get("chat_template")
     if isinstance(chat_template, list):  # several named templates: the default one is used for chat
         named = {t.get("name"): t.get("template") for t in chat_template if isinstance(t, dict)}
@@ -481,10 +497,10 @@ def from_tokenizer_json(data: dict[str, Any], config: dict[str, Any] | None = No
         added,
         normalizer=data.get("normalizer"),
         ignore_merges=bool(model.get("ignore_merges", False)),
-        bos_token=_token_text(config.get("bos_token")),
+        bos_token=_token_text(config.get("bos_token")) or template_bos,
         eos_token=_token_text(config.get("eos_token")),
         pad_token=_token_text(config.get("pad_token")),
-        add_bos_token=bool(config.get("add_bos_token", False)),
+        add_bos_token=bool(config.get("add_bos_token", template_bos is not None)),
         chat_template=chat_template if isinstance(chat_template, str) else None,
         where=where,
     )
