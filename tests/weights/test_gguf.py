@@ -430,3 +430,32 @@ def test_transformers_reads_our_export_as_we_do(tokenizer, tmp_path: Path, arch:
     assert reference.keys() == tensors.keys()
     for name, t in tensors.items():
         assert torch.equal(reference[name], t), name
+
+
+@pytest.mark.parametrize("pre", ["gpt-2", "smollm", "llama-bpe", "qwen2", "default"])
+def test_each_pre_tokenizer_name_round_trips(tokenizer, tmp_path: Path, pre: str) -> None:
+    """A tokenizer splitting like ``pre`` is written under that llama.cpp name and read back splitting the same."""
+    import gguf
+
+    from scratchllm.weights.gguf import GGUF_PRE
+
+    splitting = GGUF_PRE[pre]
+    tok = HFTokenizer(tokenizer.vocab, tokenizer.merges, added_tokens=tokenizer.added_tokens, **splitting)
+    config = llama_config(vocab_size=tok.vocab_size)
+    path = write_gguf(config, random_tensors(config), tok, None, tmp_path / "m.gguf", "f16")
+    assert gguf.GGUFReader(path).fields["tokenizer.ggml.pre"].contents() == pre
+    again = gguf_tokenizer(path)
+    assert again.ignore_merges == (pre == "llama-bpe")
+    for text in TEXTS + ["Total: 1234567 items, x+=1; <tag>"]:
+        assert again.encode(text, allowed_special="all") == tok.encode(text, allowed_special="all")
+
+
+def test_export_refuses_a_pre_tokenizer_llama_cpp_cannot_name(tokenizer, tmp_path: Path) -> None:
+    from scratchllm.tokenizer.hf import byte_level, regex_split
+
+    custom = {"type": "Sequence", "pretokenizers": [regex_split(r"\w+|\W"), byte_level(use_regex=False)]}
+    tok = HFTokenizer(tokenizer.vocab, tokenizer.merges, custom)
+    config = llama_config(vocab_size=tok.vocab_size)
+    with pytest.raises(ScratchLLMError, match="has no llama.cpp name"):
+        write_gguf(config, random_tensors(config), tok, None, tmp_path / "m.gguf")
+    assert not list(tmp_path.iterdir())

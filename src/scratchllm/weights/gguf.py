@@ -19,6 +19,7 @@ Studio. Everything a user can get wrong is one :class:`ScratchLLMError` line nam
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 import time
@@ -122,25 +123,28 @@ FAMILIES = {
 }
 ARCH_OF_HF_CLASS = {f.hf_class: arch for arch, f in FAMILIES.items()}
 
-#: ``tokenizer.ggml.pre`` -> (pre-tokenizer, normalizer) in ``tokenizer.json`` spelling. The regexes are the ones
-#: llama.cpp applies for each name (llama-vocab.cpp), written as the Hugging Face tokenizers of those models do.
-GGUF_PRE: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {
-    "gpt-2": (byte_level(), None),
-    "smollm": (
-        {"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": True}, byte_level()]},
-        None,
-    ),
-    "llama-bpe": (
-        {"type": "Sequence", "pretokenizers": [regex_split(LLAMA3_SPLIT), byte_level(use_regex=False)]},
-        None,
-    ),
-    "qwen2": (
-        {"type": "Sequence", "pretokenizers": [regex_split(QWEN2_SPLIT), byte_level(use_regex=False)]},
-        {"type": "NFC"},
-    ),
+#: ``tokenizer.ggml.pre`` -> how that tokenizer splits text, as ``tokenizer.json`` would say it (the arguments
+#: of :func:`byte_level_bpe`). The regexes are the ones llama.cpp applies for each name (llama-vocab.cpp); Llama 3
+#: looks a whole pre-token up before merging (``ignore_merges``), and Qwen2's tokenizer.json normalizes to NFC.
+GGUF_PRE: dict[str, dict[str, Any]] = {
+    "gpt-2": {"pre_tokenizer": byte_level()},
+    "smollm": {
+        "pre_tokenizer": {
+            "type": "Sequence",
+            "pretokenizers": [{"type": "Digits", "individual_digits": True}, byte_level()],
+        }
+    },
+    "llama-bpe": {
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [regex_split(LLAMA3_SPLIT), byte_level(use_regex=False)]},
+        "ignore_merges": True,
+    },
+    "qwen2": {
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [regex_split(QWEN2_SPLIT), byte_level(use_regex=False)]},
+        "normalizer": {"type": "NFC"},
+    },
     # llama.cpp's fallback for BPE vocabularies: punctuation runs, GPT-2's regex, digit runs, then 3-digit groups
-    "default": (
-        {
+    "default": {
+        "pre_tokenizer": {
             "type": "Sequence",
             "pretokenizers": [
                 regex_split(r"[\p{P}\$\+<=>\^~\|]+"),
@@ -149,9 +153,8 @@ GGUF_PRE: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {
                 regex_split(r"[0-9][0-9][0-9]"),
                 byte_level(use_regex=False),
             ],
-        },
-        None,
-    ),
+        }
+    },
 }
 GGUF_PRE_ALIASES = {"llama3": "llama-bpe", "llama-v3": "llama-bpe", "gpt2": "gpt-2"}
 
@@ -354,7 +357,7 @@ def _tokenizer_from_metadata(meta: dict[str, Any], where: str) -> HFTokenizer:
         raise ScratchLLMError(
             f"{where}: tokenizer.ggml.pre is {pre!r}; supported: {', '.join(sorted(GGUF_PRE))}"
         )
-    pre_tokenizer, normalizer = GGUF_PRE[pre]
+    splitting = copy.deepcopy(GGUF_PRE[pre])
     added = [
         AddedToken(tok, i, special=kind == CONTROL)
         for i, (tok, kind) in enumerate(zip(tokens, types))
@@ -372,9 +375,8 @@ def _tokenizer_from_metadata(meta: dict[str, Any], where: str) -> HFTokenizer:
     return byte_level_bpe(
         {tok: i for i, tok in reversed(list(enumerate(tokens)))},  # first spelling wins on duplicates
         [_merge_pair(m, i, where) for i, m in enumerate(merges)],
-        pre_tokenizer,
-        added,
-        normalizer=normalizer,
+        added_tokens=added,
+        **splitting,
         bos_token=token("bos"),
         eos_token=token("eos"),
         pad_token=token("padding"),
@@ -501,8 +503,8 @@ def read_gguf(path: str | Path, dtype: torch.dtype = torch.float32) -> GGUFModel
 def _pre_name(tokenizer: HFTokenizer) -> str:
     """The ``tokenizer.ggml.pre`` name llama.cpp knows for this pre-tokenizer."""
     mine = tokenizer.pre_tokenizer.signature
-    for name, (spec, _) in GGUF_PRE.items():
-        if PreTokenizer(spec, name).signature == mine:
+    for name, splitting in GGUF_PRE.items():
+        if PreTokenizer(splitting["pre_tokenizer"], name).signature == mine:
             return name
     raise ScratchLLMError(
         f"tokenizer: its pre-tokenizer {tokenizer.pre_tokenizer.spec!r} has no llama.cpp name; "
