@@ -125,3 +125,15 @@ def test_the_sandbox_blocks_unsafe_access() -> None:
         render_chat("{{ messages.__class__.__mro__ }}{{ ''.__class__.__subclasses__() }}", CONVERSATIONS["single"])
     with pytest.raises(TemplateError, match="rendering failed"):
         render_chat("{% set _ = messages.append(1) %}", CONVERSATIONS["single"])
+
+
+def test_tokenizer_chat_uses_the_tokenizers_template_and_tokens() -> None:
+    from types import SimpleNamespace
+
+    from scratchllm.tokenizer.chat import tokenizer_chat
+
+    tok = SimpleNamespace(chat_template=LLAMA_TEMPLATE, bos_token="<|begin_of_text|>", eos_token=None)
+    text = tokenizer_chat(tok, CONVERSATIONS["single"])
+    assert text.startswith("<|begin_of_text|><|start_header_id|>user")
+    assert text.endswith("<|start_header_id|>assistant<|end_header_id|>\n\n")
+    assert tokenizer_chat(SimpleNamespace(), CONVERSATIONS["single"]).endswith("Assistant:")  # no template: ours

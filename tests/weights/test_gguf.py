@@ -430,6 +430,10 @@ def test_transformers_reads_our_export_as_we_do(tokenizer, tmp_path: Path, arch:
     assert reference.keys() == tensors.keys()
     for name, t in tensors.items():
         assert torch.equal(reference[name], t), name
+    if arch == "LlamaForCausalLM":  # and its tokenizer reads our tokenizer.ggml.* the same way
+        hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path, gguf_file="m.gguf")
+        for text in TEXTS:
+            assert hf_tok.encode(text, add_special_tokens=False) == tokenizer.encode(text, allowed_special="all")
 
 
 @pytest.mark.parametrize("pre", ["gpt-2", "smollm", "llama-bpe", "qwen2", "default"])
