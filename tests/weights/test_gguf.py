@@ -280,6 +280,7 @@ def _rewrite(src: Path, dst: Path, change, types: dict | None = None) -> Path:
         ({"general.architecture": "falcon"}, "general.architecture is 'falcon'; supported: gpt2, llama, qwen2, qwen3"),
         ({"blk.1.ffn_up.weight": None}, "tensor 'model.layers.1.mlp.up_proj.weight' is missing"),
         ({"llama.embedding_length": None}, "metadata key 'llama.embedding_length' missing"),
+        ({"llama.feed_forward_length": 95}, r"'model.layers.0.mlp.gate_proj.weight' has shape \(96, 64\), expected \(95, 64\)"),
         ({"tokenizer.ggml.pre": "jais"}, "tokenizer.ggml.pre is 'jais'; supported:"),
         ({"tokenizer.ggml.model": "llama"}, "tokenizer.ggml.model is 'llama'; expected 'gpt2'"),
     ],
@@ -318,6 +319,8 @@ def test_write_refuses_what_it_cannot_write(tokenizer, tmp_path: Path) -> None:
         write_gguf(config, tensors, tokenizer, None, tmp_path / "x.gguf", "q4_0")  # type: ignore[arg-type]
     with pytest.raises(ScratchLLMError, match="architectures \\['BertModel'\\]"):
         write_gguf(config | {"architectures": ["BertModel"]}, tensors, tokenizer, None, tmp_path / "x.gguf")
+    with pytest.raises(ScratchLLMError, match=r"'model.norm.weight' has shape \(3,\), expected \(64,\)"):
+        write_gguf(config, tensors | {"model.norm.weight": torch.ones(3)}, tokenizer, None, tmp_path / "x.gguf")
     del tensors["model.layers.1.mlp.gate_proj.weight"]
     with pytest.raises(ScratchLLMError, match="'model.layers.1.mlp.gate_proj.weight' is missing"):
         write_gguf(config, tensors, tokenizer, None, tmp_path / "x.gguf")

@@ -425,26 +425,57 @@ def _qk_heads(hf_name: str, config: dict[str, Any]) -> int | None:
     return None
 
 
-def expected_tensors(hf_config: dict[str, Any]) -> list[str]:
-    """Hugging Face names a complete model of this config has (biases and q/k norms only where the family has them)."""
+def expected_shapes(hf_config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """Hugging Face name -> shape of every tensor a complete model of this config has.
+
+    Biases only for Qwen2 (and GPT-2), q/k norms only for Qwen3, ``lm_head`` only when untied.
+    """
     arch = ARCH_OF_HF_CLASS.get((hf_config.get("architectures") or [None])[0])
     if arch is None:
         raise ScratchLLMError(f"config: architectures {hf_config.get('architectures')!r} cannot be written to GGUF")
-    family = FAMILIES[arch]
-    layers = hf_config["n_layer" if arch == "gpt2" else "num_hidden_layers"]
+    c = hf_config
     if arch == "gpt2":
-        block = list(GPT2_BLOCK.values())
-        top = [n for n in GPT2_TOP.values() if n != "lm_head.weight"]
+        n, inner = c["n_embd"], c.get("n_inner") or 4 * c["n_embd"]
+        top = {"transformer.wte.weight": (c["vocab_size"], n), "transformer.wpe.weight": (c["n_positions"], n),
+               "transformer.ln_f.weight": (n,), "transformer.ln_f.bias": (n,)}
+        block = {"ln_1.weight": (n,), "ln_1.bias": (n,), "attn.c_attn.weight": (n, 3 * n), "attn.c_attn.bias": (3 * n,),
+                 "attn.c_proj.weight": (n, n), "attn.c_proj.bias": (n,), "ln_2.weight": (n,), "ln_2.bias": (n,),
+                 "mlp.c_fc.weight": (n, inner), "mlp.c_fc.bias": (inner,), "mlp.c_proj.weight": (inner, n),
+                 "mlp.c_proj.bias": (n,)}
+        tied = c.get("tie_word_embeddings", True)
+        layers, prefix = c["n_layer"], "transformer.h."
     else:
-        if arch != "qwen2" and hf_config.get("attention_bias"):
-            raise ScratchLLMError(f"config: attention_bias=true is not supported for {family.hf_class}")
-        optional = {"qwen2": (".bias",), "qwen3": ("q_norm.weight", "k_norm.weight")}.get(arch, ())
-        block = [n for n in LLAMA_BLOCK.values() if not n.endswith((".bias", "q_norm.weight", "k_norm.weight"))]
-        block += [n for n in LLAMA_BLOCK.values() if optional and n.endswith(optional)]
-        top = ["model.embed_tokens.weight", "model.norm.weight"]
-        if not hf_config.get("tie_word_embeddings", False):
-            top.append("lm_head.weight")
-    return top + [f"{family.hf_layer_prefix}{i}.{s}" for i in range(layers) for s in block]
+        if arch != "qwen2" and c.get("attention_bias"):
+            raise ScratchLLMError(f"config: attention_bias=true is not supported for {FAMILIES[arch].hf_class}")
+        h, f, heads = c["hidden_size"], c["intermediate_size"], c["num_attention_heads"]
+        d = c.get("head_dim") or h // heads
+        q, kv = heads * d, (c.get("num_key_value_heads") or heads) * d
+        top = {"model.embed_tokens.weight": (c["vocab_size"], h), "model.norm.weight": (h,)}
+        block = {"input_layernorm.weight": (h,), "post_attention_layernorm.weight": (h,),
+                 "self_attn.q_proj.weight": (q, h), "self_attn.k_proj.weight": (kv, h),
+                 "self_attn.v_proj.weight": (kv, h), "self_attn.o_proj.weight": (h, q),
+                 "mlp.gate_proj.weight": (f, h), "mlp.up_proj.weight": (f, h), "mlp.down_proj.weight": (h, f)}
+        if arch == "qwen2":
+            block |= {"self_attn.q_proj.bias": (q,), "self_attn.k_proj.bias": (kv,), "self_attn.v_proj.bias": (kv,)}
+        if arch == "qwen3":
+            block |= {"self_attn.q_norm.weight": (d,), "self_attn.k_norm.weight": (d,)}
+        tied = c.get("tie_word_embeddings", False)
+        layers, prefix = c["num_hidden_layers"], "model.layers."
+    if not tied:
+        top["lm_head.weight"] = top["transformer.wte.weight" if arch == "gpt2" else "model.embed_tokens.weight"]
+    return top | {f"{prefix}{i}.{name}": shape for i in range(layers) for name, shape in block.items()}
+
+
+def check_tensors(hf_config: dict[str, Any], tensors: dict[str, Tensor], where: str) -> None:
+    """Every tensor the config needs is there with its shape (the first problem as one line)."""
+    for name, shape in expected_shapes(hf_config).items():
+        if name not in tensors:
+            missing = sum(n not in tensors for n in expected_shapes(hf_config))
+            raise ScratchLLMError(f"{where}: tensor {name!r} is missing ({missing} missing in all)")
+        if tuple(tensors[name].shape) != shape:
+            raise ScratchLLMError(
+                f"{where}: tensor {name!r} has shape {tuple(tensors[name].shape)}, expected {shape} from the config"
+            )
 
 
 def read_gguf(path: str | Path, dtype: torch.dtype = torch.float32) -> GGUFModel:
@@ -491,9 +522,7 @@ def read_gguf(path: str | Path, dtype: torch.dtype = torch.float32) -> GGUFModel
         freqs = tensors.pop(ROPE_FREQS).float().numpy()
         config["rope_scaling"] = _llama3_scaling(freqs, config["head_dim"], config["rope_theta"], where)
     config["tie_word_embeddings"] = "lm_head.weight" not in tensors
-    missing = [n for n in expected_tensors(config) if n not in tensors]
-    if missing:
-        raise ScratchLLMError(f"{where}: tensor {missing[0]!r} is missing ({len(missing)} missing in all)")
+    check_tensors(config, tensors, where)
     meta = {k: v for k, v in meta.items() if k not in _TOKENIZER_ARRAYS}
     chat_template = tokenizer.chat_template
     return GGUFModel(config, tensors, tokenizer, chat_template, meta, time.perf_counter() - start)
@@ -630,10 +659,8 @@ def write_gguf(
         )
     family = FAMILIES[arch]
     tok = tokenizer if isinstance(tokenizer, HFTokenizer) else to_hf_tokenizer(tokenizer)
-    expected = expected_tensors(hf_config)
-    missing = [n for n in expected if n not in tensors]
-    if missing:
-        raise ScratchLLMError(f"tensors: {missing[0]!r} is missing ({len(missing)} missing in all)")
+    check_tensors(hf_config, tensors, "tensors")
+    expected = list(expected_shapes(hf_config))
     to_gguf = {f"{family.hf_layer_prefix}{{}}.{hf}": g for g, hf in family.block.items()}
     top = {hf: g for g, hf in family.top.items()}
 
@@ -650,8 +677,7 @@ def write_gguf(
         vocab_size = hf_config.get("vocab_size") or tok.vocab_size
         _write_config(writer, arch, hf_config, vocab_size)
         _write_tokenizer(writer, tok, chat_template if chat_template is not None else tok.chat_template, vocab_size)
-        tied = hf_config.get("tie_word_embeddings", arch == "gpt2")
-        for name in expected + ([] if tied or "lm_head.weight" in expected else ["lm_head.weight"]):
+        for name in expected:
             t = tensors[name].detach().to("cpu", torch.float32)
             if name.endswith(family.transposed):
                 t = t.T
