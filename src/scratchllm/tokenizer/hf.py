@@ -15,8 +15,8 @@ Step 4 differs subtly from tiktoken's rule in :mod:`scratchllm.tokenizer.bpe` ("
 pair, exactly as ``tokenizers`` does it. The byte alphabet (:func:`bytes_to_unicode`), the special-token
 contract and the decoder are shared with the other tokenizers.
 
-The same :class:`HFTokenizer` is built from GGUF metadata by :mod:`scratchllm.weights.gguf` through
-:func:`byte_level_bpe`, and written back as a ``tokenizer.json`` that the ``tokenizers`` library loads.
+The same :class:`HFTokenizer` constructor builds the tokenizer of a GGUF file (:mod:`scratchllm.weights.gguf`),
+and the tokenizer is written back as a ``tokenizer.json`` that the ``tokenizers`` library loads.
 """
 
 from __future__ import annotations
@@ -194,7 +194,8 @@ class AddedToken:
 class HFTokenizer(Tokenizer):
     """Byte-level BPE with merge ranks keyed by pair, as Hugging Face ``tokenizers`` encodes it.
 
-    Build one with :func:`byte_level_bpe`, :func:`load_hf_tokenizer` or :func:`scratchllm.weights.gguf.gguf_tokenizer`.
+    Built by :func:`load_hf_tokenizer` / :func:`from_tokenizer_json`, :func:`scratchllm.weights.gguf.gguf_tokenizer`
+    and :func:`to_hf_tokenizer`; ``pre_tokenizer`` and ``normalizer`` are given in ``tokenizer.json`` spelling.
 
     Attributes beyond :class:`Tokenizer`: ``bos_token`` / ``eos_token`` / ``pad_token`` (text or None),
     ``add_bos_token`` (whether the model expects BOS before a prompt; :meth:`encode` never adds it by itself),
@@ -410,17 +411,6 @@ def merge_pairs(parts: list[int], pairs: dict[tuple[int, int], tuple[int, int]])
 
 
 # ---------------------------------------------------------------------------------------------- builders
-def byte_level_bpe(
-    vocab: dict[str, int],
-    merges: Sequence[tuple[str, str]],
-    pre_tokenizer: dict[str, Any] | None,
-    added_tokens: Sequence[AddedToken] = (),
-    **options: Any,
-) -> HFTokenizer:
-    """The one constructor both ``tokenizer.json`` and GGUF metadata go through (``options``: see HFTokenizer)."""
-    return HFTokenizer(vocab, merges, pre_tokenizer, added_tokens, **options)
-
-
 def _field(data: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
     value = data.get(key)
     if not isinstance(value, kind):
@@ -490,7 +480,7 @@ def from_tokenizer_json(data: dict[str, Any], config: dict[str, Any] | None = No
     if isinstance(chat_template, list):  # several named templates: the default one is used for chat
         named = {t.get("name"): t.get("template") for t in chat_template if isinstance(t, dict)}
         chat_template = named.get("default")
-    return byte_level_bpe(
+    return HFTokenizer(
         vocab,
         merges,
         data.get("pre_tokenizer"),
@@ -559,7 +549,7 @@ def to_hf_tokenizer(tok: Tokenizer) -> HFTokenizer:
     else:
         pre = {"type": "Sequence", "pretokenizers": [regex_split(tok.pattern), byte_level(use_regex=False)]}
     eot = ENDOFTEXT if ENDOFTEXT in tok.special_tokens else None
-    return byte_level_bpe(
+    return HFTokenizer(
         {text(b): i for b, i in tok.ranks.items()},
         [(text(a), text(b)) for a, b in tiktoken_merges(tok.ranks)],
         pre,

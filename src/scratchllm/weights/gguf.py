@@ -42,7 +42,6 @@ from scratchllm.tokenizer.hf import (
     HFTokenizer,
     PreTokenizer,
     byte_level,
-    byte_level_bpe,
     regex_split,
     to_hf_tokenizer,
 )
@@ -124,7 +123,7 @@ FAMILIES = {
 ARCH_OF_HF_CLASS = {f.hf_class: arch for arch, f in FAMILIES.items()}
 
 #: ``tokenizer.ggml.pre`` -> how that tokenizer splits text, as ``tokenizer.json`` would say it (the arguments
-#: of :func:`byte_level_bpe`). The regexes are the ones llama.cpp applies for each name (llama-vocab.cpp); Llama 3
+#: of :class:`HFTokenizer`). The regexes are the ones llama.cpp applies for each name (llama-vocab.cpp); Llama 3
 #: looks a whole pre-token up before merging (``ignore_merges``), and Qwen2's tokenizer.json normalizes to NFC.
 GGUF_PRE: dict[str, dict[str, Any]] = {
     "gpt-2": {"pre_tokenizer": byte_level()},
@@ -372,7 +371,7 @@ def _tokenizer_from_metadata(meta: dict[str, Any], where: str) -> HFTokenizer:
             raise ScratchLLMError(f"{where}: tokenizer.ggml.{key}_token_id = {i} is outside 0..{len(tokens) - 1}")
         return tokens[i]
 
-    return byte_level_bpe(
+    return HFTokenizer(
         {tok: i for i, tok in reversed(list(enumerate(tokens)))},  # first spelling wins on duplicates
         [_merge_pair(m, i, where) for i, m in enumerate(merges)],
         added_tokens=added,
