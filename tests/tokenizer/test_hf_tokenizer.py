@@ -183,6 +183,20 @@ def test_save_writes_a_tokenizer_json_the_library_loads(gpt2_reference, tmp_path
         assert reloaded_by_library.encode(text, add_special_tokens=False).ids == ids
 
 
+def test_transformers_loads_the_saved_folder(gpt2_reference, tmp_path: Path) -> None:
+    """What we save is a Hugging Face tokenizer folder: AutoTokenizer reads it to the same ids and specials."""
+    transformers = pytest.importorskip("transformers")
+    ours = from_tokenizer_json(
+        json.loads(gpt2_reference("smollm2").to_str()),
+        {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "chat_template": "{{ bos_token }}"},
+    )
+    ours.save(tmp_path)
+    theirs = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    for text in TEXTS:
+        assert theirs.encode(text, add_special_tokens=False) == ours.encode(text, allowed_special="all")
+    assert (theirs.bos_token, theirs.eos_token, theirs.chat_template) == ("<|endoftext|>", "<|endoftext|>", "{{ bos_token }}")
+
+
 def test_our_bpe_tokenizer_as_merges_keeps_its_ids(gpt2_python) -> None:
     converted = to_hf_tokenizer(gpt2_python)
     for text in TEXTS:

@@ -372,6 +372,7 @@ class HFTokenizer(Tokenizer):
     def config_json(self) -> dict[str, Any]:
         """The ``tokenizer_config.json`` fields we understand."""
         return {
+            "tokenizer_class": "PreTrainedTokenizerFast",  # use tokenizer.json as written, whatever the model
             "bos_token": self.bos_token,
             "eos_token": self.eos_token,
             "pad_token": self.pad_token,
