@@ -36,4 +36,4 @@ def convert(
     save(loaded, out, to, gguf_type or "f16")
     params = sum(p.numel() for p in loaded.model.parameters())
     kind = f"gguf ({gguf_type or 'f16'})" if to == "gguf" else to
-    print(f"wrote {out}: {kind}, {params / 1e6:.1f}M parameters, tokenizer included", file=sys.stderr)
+    print(f"wrote {out}: {kind}, {params:,} parameters, tokenizer included", file=sys.stderr)
