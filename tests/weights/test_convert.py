@@ -144,7 +144,7 @@ def _gguf(model: GPTModel, path: Path) -> Path:
 
 BAD_INPUTS = {
     "architecture": (lambda m, p: _edit_config(_hf_folder(m, p / "in"), model_type="bert", architectures=["BertModel"]),
-                     "model_type"),
+                     r"config.json: architecture \['BertModel'\] \(model_type 'bert'\) is not supported"),
     "missing-tensor": (lambda m, p: _drop_tensor(_hf_folder(m, p / "in"), "model.layers.1.mlp.up_proj.weight"),
                        r"missing tensor\(s\) model.layers.1.mlp.up_proj.weight"),
     "shape": (lambda m, p: _edit_config(_hf_folder(m, p / "in"), intermediate_size=48),
@@ -175,7 +175,7 @@ def test_bad_input_is_one_line_naming_the_tensor_or_key(models, tmp_path: Path, 
         (["--to", "hf", "--gguf-type", "q8_0"], "--gguf-type applies to --to gguf only, not --to hf"),
         (["--to", "gguf", "--out", "{tmp}/model.bin"], "model.bin: a GGUF file's name must end in .gguf"),
         (["--to", "scratchllm", "--out", "{ckpt}"], "is the input itself"),
-        (["--to", "onnx"], "to"),
+        (["--to", "onnx"], """Parser key "to": Expected one of 'hf', 'gguf', 'scratchllm'. Got value: onnx"""),
     ],
 )
 def test_options_that_cannot_apply_are_refused(models, tmp_path: Path, capsys, args, message: str) -> None:

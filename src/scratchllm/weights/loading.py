@@ -9,7 +9,8 @@ the three always travel together. The source is recognised from the path:
 * any other folder with a ``config.json``: a Hugging Face folder with ``tokenizer.json`` (or GPT-2's vocabulary
   files) beside the weights and the chat template in ``tokenizer_config.json``.
 
-Every command that takes ``--model`` goes through :func:`load`.
+Every command that takes ``--model`` goes through :func:`load`, and :func:`load_tokenizer` gives the tokenizer
+alone from the same paths (``scratchllm tokenizer encode --tokenizer MODEL``).
 """
 
 from __future__ import annotations
