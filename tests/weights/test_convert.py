@@ -142,6 +142,19 @@ def _gguf(model: GPTModel, path: Path) -> Path:
                       path, "f32")
 
 
+def _as_q8_1(model: GPTModel, path: Path) -> Path:
+    """A GGUF file with one tensor stored as Q8_1, a type the gguf package cannot dequantize."""
+    import gguf
+    import numpy as np
+    from test_gguf import _rewrite
+
+    def change(key, value):
+        return np.zeros((value.shape[0], value.shape[1] // 32 * 40), np.uint8) if key == "blk.0.attn_v.weight" else value
+
+    good = _gguf(model, path.parent / "good.gguf")
+    return _rewrite(good, path, change, {"blk.0.attn_v.weight": gguf.GGMLQuantizationType.Q8_1})
+
+
 BAD_INPUTS = {
     "architecture": (lambda m, p: _edit_config(_hf_folder(m, p / "in"), model_type="bert", architectures=["BertModel"]),
                      r"config.json: architecture \['BertModel'\] \(model_type 'bert'\) is not supported"),
@@ -152,6 +165,7 @@ BAD_INPUTS = {
     "truncated-safetensors": (lambda m, p: _truncate(_hf_folder(m, p / "in") / "model.safetensors").parent,
                               "model.safetensors: cannot read safetensors file"),
     "truncated-gguf": (lambda m, p: _truncate(_gguf(m, p / "in.gguf")), "in.gguf: not a readable GGUF file"),
+    "tensor-type": (lambda m, p: _as_q8_1(m, p / "in.gguf"), "in.gguf: tensor 'blk.0.attn_v.weight' is stored as Q8_1"),
 }
 
 
