@@ -23,3 +23,21 @@ def spiky_model(kind: str = "gpt", seed: int = 0, **overrides) -> GPTModel:
             if p.dim() > 1:
                 p.normal_(0.0, 0.3)
     return model.eval()
+
+
+class AsciiTokenizer:
+    """Stand-in tokenizer whose every token is one printable ASCII character (or a newline), so a random
+    model's output is readable text; ids 96..255 repeat the table, 256 is the end of sequence."""
+
+    TABLE = "".join(chr(c) for c in range(32, 127)) + "\n"
+    eot_id = 256
+    vocab_size = 257
+
+    def encode(self, text: str, allowed_special=()) -> list[int]:
+        return [self.TABLE.index(c) for c in text]
+
+    def decode_bytes(self, ids) -> bytes:
+        return "".join(self.TABLE[i % len(self.TABLE)] for i in ids if i < 256).encode()
+
+    def decode(self, ids) -> str:
+        return self.decode_bytes(ids).decode()
