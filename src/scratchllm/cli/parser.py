@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
-from scratchllm.cli import data, generate, tokenizer
+from scratchllm.cli import data, generate, serve, tokenizer
 from scratchllm.errors import ScratchLLMError
 from scratchllm.recipes import demo, pretrain
 from scratchllm.utf8 import read_utf8
@@ -52,6 +52,8 @@ COMMANDS: dict[str, Any] = {
     "pretrain": pretrain.pretrain,
     "generate": generate.generate,
     "demo": demo.demo,
+    "serve": serve.serve,
+    "chat": serve.chat,
 }
 
 
