@@ -47,11 +47,13 @@ def start_server(app: Any, engine: Engine, model: Any, tokenizer: Any) -> Runnin
     return RunningServer(f"http://127.0.0.1:{port}", engine, model, tokenizer, server, thread)
 
 
-def serve(api_key: str | None = API_KEY, slots: int = 4, max_waiting: int = 16, **settings: Any) -> RunningServer:
+def serve(
+    api_key: str | None = API_KEY, slots: int = 4, max_waiting: int = 16, model: Any = None, **settings: Any
+) -> RunningServer:
     pytest.importorskip("fastapi")
     from scratchllm.serve.app import ServerSettings, create_app
 
-    model = spiky_model("gpt", context_length=256)
+    model = model if model is not None else spiky_model("gpt", context_length=256)
     tokenizer = AsciiTokenizer()
     engine = Engine(model, tokenizer, slots=slots, max_waiting=max_waiting)
     app = create_app(engine, tokenizer, None, ServerSettings(MODEL_NAME, api_key=api_key, **settings))
