@@ -224,3 +224,26 @@ def test_background_thread_serves_concurrent_clients() -> None:
     for i, prompt in enumerate(PROMPTS):
         assert results[i] == generate(model, [prompt], MAX_TOKENS[i])[0]
     assert engine.stats()["running"] == 0
+
+
+def test_a_failing_step_fails_the_requests_in_flight_and_the_loop_keeps_serving() -> None:
+    model = spiky_model("gpt")
+    calls = {"n": 0}
+    forward = model.forward
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("boom")
+        return forward(*args, **kwargs)
+
+    model.forward = flaky
+    engine = Engine(model, ByteTokenizer(), slots=2, eos_id=-1).start()
+    try:
+        failed = list(engine.generate(PROMPTS[0], GREEDY))
+        assert failed[-1].error == "generation failed: RuntimeError: boom"
+        assert engine.stats()["running"] == 0
+        served = [t for out in engine.generate(PROMPTS[1], GREEDY) for t in out.token_ids]
+    finally:
+        engine.close()
+    assert served == generate(spiky_model("gpt"), [PROMPTS[1]], 12)[0]

@@ -151,3 +151,23 @@ def test_full_queue_gives_429_and_a_disconnect_frees_the_slot() -> None:
             assert server.engine.stats() == {"running": 0, "waiting": 0, "slots": 1}
     finally:
         server.stop()
+
+
+def test_streamed_completion_with_echo_and_logprobs(http, server: RunningServer) -> None:
+    body = {"model": MODEL_NAME, "prompt": "Hello", "max_tokens": 6, "temperature": 0, "logprobs": 2,
+            "echo": True, "stream": True, "stream_options": {"include_usage": True}}
+    with http.stream("POST", "/v1/completions", json=body, headers=AUTH) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert all(c["object"] == "text_completion" for c in chunks)
+    text = "".join(c["choices"][0]["text"] for c in chunks if c["choices"])
+    plain = http.post("/v1/completions", json={**body, "stream": False, "stream_options": None}, headers=AUTH).json()
+    assert text == plain["choices"][0]["text"] and text.startswith("Hello") and len(text) == 5 + 6
+    logprobs = plain["choices"][0]["logprobs"]
+    assert len(logprobs["tokens"]) == 6 and "".join(logprobs["tokens"]) == text[5:]
+    assert logprobs["text_offset"] == list(range(5, 11))
+    assert all(len(top) == 2 and max(top.values()) == pytest.approx(lp)
+               for top, lp in zip(logprobs["top_logprobs"], logprobs["token_logprobs"]))
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 6
