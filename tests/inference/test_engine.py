@@ -247,3 +247,18 @@ def test_a_failing_step_fails_the_requests_in_flight_and_the_loop_keeps_serving(
     finally:
         engine.close()
     assert served == generate(spiky_model("gpt"), [PROMPTS[1]], 12)[0]
+
+
+@pytest.mark.parametrize("kind", ["gpt", "llama"])
+def test_a_shared_prompt_prefix_is_copied_not_recomputed_and_changes_nothing(kind: str) -> None:
+    model = spiky_model(kind)
+    system = [7, 8, 9, 10, 11, 12, 13, 14, 15, 16]
+    prompts = [system + [40, 41], system + [50], system + [40, 41, 42], system[:4]]
+    engine = Engine(model, ByteTokenizer(), slots=4, eos_id=-1)
+    sinks = [submit(engine, prompts[0])]
+    engine.step()  # the first one runs; the others find its keys in the cache
+    sinks += [submit(engine, p) for p in prompts[1:]]
+    run_until_idle(engine)
+    assert engine.reused_tokens == 10 + 12 + 3  # prompts[2] extends prompts[0]; prompts[3] keeps its last token
+    for prompt, sink in zip(prompts, sinks):
+        assert sink.tokens == generate(model, [prompt], 12)[0]

@@ -7,7 +7,8 @@ requests one after another wastes that. The engine here keeps a fixed pool of KV
 
 1. drops the sequences whose client left (their slots are free again at once);
 2. admits waiting requests while a slot is free: the prompt is run through the model into its slot
-   ("prefill") and the first token is sampled;
+   ("prefill"; a prefix that a running sequence already holds is copied from its row) and the first token is
+   sampled;
 3. decodes one token for *every* running sequence in **one** batched forward pass; each row continues from its
    own length and position (:meth:`KVCache.rows` with ``lengths``), so sequences of any age share the batch;
 4. hands each sequence its new text and frees the slots of those that finished (end of sequence, a stop
@@ -161,6 +162,7 @@ class Engine:
         self.running: list[Request] = []  # running[i].row == i
         self.waiting: deque[Request] = deque()
         self._ids = itertools.count()
+        self.reused_tokens = 0  # prompt tokens whose keys/values were copied from another row (prefix caching)
         self._lock = threading.Condition()
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -262,14 +264,38 @@ class Engine:
 
     @torch.inference_mode()
     def _prefill(self, request: Request) -> None:
-        """Run the prompt into the next free row and sample the first token."""
+        """Run the prompt into the next free row and sample the first token.
+
+        Prompts often begin alike (a chat template's system prompt): the keys and values of a prefix that a
+        running sequence already holds are copied from its row instead of computed again (*prefix caching*;
+        a key depends only on the tokens up to it, so the copy is what the computation would give).
+        """
+        source, shared = self._shared_prefix(request.prompt)
         row = len(self.running)
         request.row = row
         self.running.append(request)
         view = self.cache.rows(row, row + 1)
-        logits = self.model(torch.tensor([request.prompt], device=self.device), kv_cache=view, last_only=True)
+        if shared:
+            self.cache.copy_row(source, row, shared)
+            view.length = shared
+            self.reused_tokens += shared
+        rest = torch.tensor([request.prompt[shared:]], device=self.device)
+        logits = self.model(rest, kv_cache=view, last_only=True)
         self.lengths[row] = len(request.prompt)
         self._accept(request, logits[0, -1])
+
+    def _shared_prefix(self, prompt: list[int]) -> tuple[int, int]:
+        """The running row whose cache starts with the longest part of ``prompt``, and that part's length
+        (at most ``len(prompt) - 1``: the last prompt token must run to give the next token's logits)."""
+        best_row, best = -1, 0
+        for other in self.running:
+            cached = other.prompt + other.generated[:-1]  # the newest token is not in the cache yet
+            limit, n = min(len(cached), len(prompt) - 1), 0
+            while n < limit and cached[n] == prompt[n]:
+                n += 1
+            if n > best:
+                best_row, best = other.row, n
+        return best_row, best
 
     @torch.inference_mode()
     def _decode(self) -> None:
