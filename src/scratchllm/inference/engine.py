@@ -115,8 +115,8 @@ class Request:
     row: int = -1
     cancelled: bool = False
     finished: bool = False
-    _pending: str = ""  # decoded text held back (it may be the start of a stop string)
-    _decoder: Any = None
+    held: str = ""  # decoded text held back (it may be the start of a stop string)
+    decoder: Any = None  # incremental UTF-8: a token may end inside a character
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -202,7 +202,7 @@ class Engine:
             on_output=on_output,
             limit=min(params.max_tokens, self.max_len - len(prompt)),
             generator=generator,
-            _decoder=codecs.getincrementaldecoder("utf-8")(errors="replace"),
+            decoder=codecs.getincrementaldecoder("utf-8")(errors="replace"),
         )
         with self._lock:
             if len(self.waiting) >= self.max_waiting:
@@ -318,11 +318,11 @@ class Engine:
         if token == self.eos_id:
             out.finish_reason = "stop"
         else:
-            request._pending += request._decoder.decode(self.tokenizer.decode_bytes([token]), final=False)
+            request.held += request.decoder.decode(self.tokenizer.decode_bytes([token]), final=False)
             if len(request.generated) >= request.limit:
                 out.finish_reason = "length"
         if out.finish_reason is not None:
-            request._pending += request._decoder.decode(b"", final=True)
+            request.held += request.decoder.decode(b"", final=True)
         out.text = self._release_text(request, out)
         if out.finish_reason is not None:
             out.prompt_tokens, out.completion_tokens = len(request.prompt), len(request.generated)
@@ -332,14 +332,14 @@ class Engine:
     def _release_text(self, request: Request, out: Output) -> str:
         """The text ``request`` may show now: up to a stop string (which finishes it), else all but what could
         still turn out to be the beginning of one."""
-        text, stops = request._pending, [s for s in request.params.stop if s]
+        text, stops = request.held, [s for s in request.params.stop if s]
         hit = min((text.find(s) for s in stops if s in text), default=-1)
         if hit >= 0:
             out.finish_reason = "stop"
-            request._pending = ""
+            request.held = ""
             return text[:hit]
         keep = 0 if out.finish_reason is not None else held_back(text, stops)
-        request._pending = text[len(text) - keep :]
+        request.held = text[len(text) - keep :]
         return text[: len(text) - keep]
 
     def _logprob(self, logits: Tensor, token: int, top: int) -> TokenLogprob:
