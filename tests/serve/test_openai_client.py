@@ -86,6 +86,11 @@ def test_n_choices_seed_and_logprobs(client, server: RunningServer) -> None:
     assert [c.message.content for c in first.choices] == [c.message.content for c in again.choices]
     assert len({c.message.content for c in first.choices}) > 1  # each choice samples with its own seed
     assert first.usage.completion_tokens == 24
+    texts = ["", "", ""]
+    for chunk in client.chat.completions.create(**kwargs, stream=True):
+        for choice in chunk.choices:
+            texts[choice.index] += choice.delta.content or ""
+    assert texts == [c.message.content for c in first.choices]  # streamed choices interleave, each intact
     answer = client.chat.completions.create(
         model=MODEL_NAME, messages=QUESTION, max_tokens=5, temperature=0, logprobs=True, top_logprobs=2
     )
