@@ -30,6 +30,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from scratchllm.errors import ScratchLLMError
@@ -273,6 +274,12 @@ def create_app(engine: Engine, tokenizer: Any, chat_template: str | None, settin
             "text_offset": offsets,
         }
 
+    def encode(text: str) -> list[int]:
+        return tokenizer.encode(text, allowed_special="all")  # a chat template writes special tokens as text
+
+    def render_and_encode(messages: list[dict[str, str]]) -> list[int]:
+        return encode(tokenizer_chat(tokenizer, messages, True, chat_template))
+
     router = APIRouter(prefix="/v1", dependencies=[Depends(check_key)])
 
     @router.get("/models")
@@ -283,11 +290,11 @@ def create_app(engine: Engine, tokenizer: Any, chat_template: str | None, settin
     @router.post("/chat/completions", response_model=None)
     async def chat_completions(request: Request) -> Any:
         body: ChatCompletionRequest = await parse(request, ChatCompletionRequest)
-        try:
-            text = tokenizer_chat(tokenizer, [m.as_template_input() for m in body.messages], True, chat_template)
+        messages = [m.as_template_input() for m in body.messages]
+        try:  # in a worker thread: a long conversation must not hold up the other streams on the event loop
+            prompt = await run_in_threadpool(render_and_encode, messages)
         except ScratchLLMError as exc:
             raise APIError(400, str(exc), param="messages") from None
-        prompt = tokenizer.encode(text, allowed_special="all")
         param = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
         max_tokens = max_tokens_for(body.token_limit(), len(prompt), param, "messages")
         top = body.top_logprobs or 0
@@ -319,7 +326,7 @@ def create_app(engine: Engine, tokenizer: Any, chat_template: str | None, settin
             prompt = [prompt]
         if isinstance(prompt[0], int):
             prompt = [prompt]
-        ids = [p if isinstance(p, list) else tokenizer.encode(p, allowed_special="all") for p in prompt]
+        ids = await run_in_threadpool(lambda: [p if isinstance(p, list) else encode(p) for p in prompt])
         texts = [p if isinstance(p, str) else tokenizer.decode(p) for p in prompt]
         max_tokens = max(max_tokens_for(body.max_tokens, len(p), "max_tokens", "prompt") for p in ids)
         want = body.logprobs is not None
