@@ -198,6 +198,8 @@ def test_bad_requests_are_refused_with_one_line() -> None:
         engine.submit([3], SamplingParams(top_p=1.5), Collector())
     with pytest.raises(ScratchLLMError, match="max_tokens"):
         engine.submit([3], SamplingParams(max_tokens=0), Collector())
+    with pytest.raises(ScratchLLMError, match="call start"):
+        next(engine.generate([3], GREEDY))
 
 
 def test_background_thread_serves_concurrent_clients() -> None:

@@ -224,6 +224,8 @@ class Engine:
         """
         import queue
 
+        if self._thread is None:
+            raise ScratchLLMError("Engine.generate needs the step loop running: call start() first")
         outputs: queue.Queue[Output] = queue.Queue()
         request = self.submit(prompt, params, outputs.put)
         try:
