@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
-from scratchllm.cli import convert, data, generate, tokenizer
+from scratchllm.cli import convert, data, generate, serve, tokenizer
 from scratchllm.errors import ScratchLLMError
 from scratchllm.recipes import demo, pretrain
 from scratchllm.utf8 import read_utf8
@@ -53,6 +53,8 @@ COMMANDS: dict[str, Any] = {
     "generate": generate.generate,
     "convert": convert.convert,
     "demo": demo.demo,
+    "serve": serve.serve,
+    "chat": serve.chat,
 }
 
 
