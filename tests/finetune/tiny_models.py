@@ -1,0 +1,22 @@
+"""Tiny models of both families for the finetuning tests."""
+
+from __future__ import annotations
+
+import torch
+
+from scratchllm.config import ModelConfig
+from scratchllm.model import GPTModel
+
+
+def tiny_config(family: str = "llama", **overrides) -> ModelConfig:
+    """A 2-layer model of either family, small enough for sub-second tests."""
+    if family == "llama":
+        base = dict(vocab_size=96, context_length=32, emb_dim=32, n_heads=4, n_kv_heads=2, n_layers=2, hidden_dim=48)
+        return ModelConfig.from_preset("llama-tiny", **{**base, **overrides})
+    base = dict(vocab_size=96, context_length=32, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.0)
+    return ModelConfig(**{**base, **overrides})
+
+
+def tiny_model(family: str = "llama", seed: int = 0, **overrides) -> GPTModel:
+    torch.manual_seed(seed)
+    return GPTModel(tiny_config(family, **overrides)).eval()
