@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
-from scratchllm.cli import data, generate, tokenizer
+from scratchllm.cli import data, finetune, generate, tokenizer
 from scratchllm.errors import ScratchLLMError
-from scratchllm.recipes import demo, pretrain
+from scratchllm.recipes import classify, demo, pretrain
 from scratchllm.utf8 import read_utf8
 
 
@@ -52,6 +52,9 @@ COMMANDS: dict[str, Any] = {
     "pretrain": pretrain.pretrain,
     "generate": generate.generate,
     "demo": demo.demo,
+    "finetune": {"classify": classify.finetune_classify},
+    "classify": Command(finetune.classify, positional="texts"),
+    "merge-lora": finetune.merge_lora,
 }
 
 
@@ -178,6 +181,8 @@ def normalize_argv(argv: Sequence[str], line: CommandLine | None = None) -> list
     leaf, command = line.leaves[path]
     kinds = _kinds(leaf)
     positional = command.positional
+    bare: list[str] = []  # the bare words of a list-typed positional (`classify "text one" "text two"`)
+    positional_is_list = positional is not None and kinds.get(f"--{positional}") == "list"
     while i < len(words):
         word = words[i]
         i += 1
@@ -185,7 +190,9 @@ def normalize_argv(argv: Sequence[str], line: CommandLine | None = None) -> list
             out.extend(words[i:])
             break
         if not word.startswith("--"):
-            if positional is not None:  # `download NAME`
+            if positional_is_list:
+                bare.append(word)
+            elif positional is not None:  # `download NAME`
                 out.append(f"--{positional}={word}")
                 positional = None
             else:
@@ -221,6 +228,8 @@ def normalize_argv(argv: Sequence[str], line: CommandLine | None = None) -> list
             if i < len(words):
                 out.append(words[i])
                 i += 1
+    if bare:
+        out.append(f"--{positional}={json.dumps(bare, ensure_ascii=False)}")
     return out
 
 

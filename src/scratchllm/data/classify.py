@@ -22,12 +22,13 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
-
-import torch
+from typing import TYPE_CHECKING, Literal
 
 from scratchllm.errors import ScratchLLMError
 from scratchllm.utf8 import read_utf8
+
+if TYPE_CHECKING:
+    import torch
 
 TableFormat = Literal["auto", "tsv", "csv", "jsonl", "parquet"]
 _SUFFIXES = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}
@@ -151,6 +152,8 @@ def balance(records: Sequence[LabelledText], seed: int) -> list[LabelledText]:
     by_label: dict[str, list[int]] = {}
     for i, record in enumerate(records):
         by_label.setdefault(record.label, []).append(i)
+    import torch
+
     smallest = min(len(v) for v in by_label.values())
     generator = torch.Generator().manual_seed(seed)
     keep: list[int] = []
@@ -167,6 +170,8 @@ def split(
     """Seeded shuffle, then train/val/test by ``fractions`` (train and val rounded down, the rest is test)."""
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
         raise ScratchLLMError(f"split: three fractions >= 0 summing to 1, got {list(fractions)}")
+    import torch
+
     order = torch.randperm(len(records), generator=torch.Generator().manual_seed(seed)).tolist()
     shuffled = [records[i] for i in order]
     n_train = int(len(records) * fractions[0])
@@ -193,6 +198,8 @@ def encode(
 
 def collate(examples: Sequence[ClassExample], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(ids [B, T], lengths [B], labels [B])``, padded on the right to the longest example."""
+    import torch
+
     longest = max(len(e.ids) for e in examples)
     ids = torch.full((len(examples), longest), pad_id, dtype=torch.long)
     for row, example in enumerate(examples):

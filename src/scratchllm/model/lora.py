@@ -27,14 +27,13 @@ import contextlib
 import fnmatch
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from scratchllm.config import ModelConfig
+from scratchllm.config import LoRAConfig, ModelConfig
 from scratchllm.errors import ScratchLLMError
 
 __all__ = [
@@ -42,6 +41,7 @@ __all__ = [
     "LoRAConfig",
     "LoRALinear",
     "adapters_disabled",
+    "apply_lora",
     "inject_lora",
     "load_lora_state_dict",
     "lora_layers",
@@ -60,44 +60,6 @@ TARGET_GROUPS: dict[str, tuple[str, ...]] = {
     "mlp": ("blocks.*.ff.fc", "blocks.*.ff.proj"),
     "all": ("blocks.*.att.qkv", "blocks.*.att.out_proj", "blocks.*.ff.fc", "blocks.*.ff.proj"),
 }
-
-
-@dataclass
-class LoRAConfig:
-    """LoRA settings, stored beside saved adapters (``adapter_config.json``) so they can be re-applied.
-
-    Attributes:
-        rank: ``r``, the inner dimension of ``B A``.
-        alpha: the update is scaled by ``alpha / rank``.
-        dropout: dropout on the LoRA branch's input while training.
-        targets: friendly names (attn, mlp, all) or module names/globs (``att.qkv``, ``blocks.1*.ff.fc``).
-        modules: the module names the targets matched (filled in by :func:`inject_lora`).
-    """
-
-    rank: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.0
-    targets: list[str] = field(default_factory=lambda: ["all"])
-    modules: list[str] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if self.rank < 1:
-            raise ScratchLLMError(f"lora rank: must be >= 1, got {self.rank}")
-        if self.alpha <= 0:
-            raise ScratchLLMError(f"lora alpha: must be > 0, got {self.alpha}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ScratchLLMError(f"lora dropout: must be in [0, 1), got {self.dropout}")
-        if isinstance(self.targets, str):
-            self.targets = [self.targets]
-        if not self.targets:
-            raise ScratchLLMError("lora targets: name at least one (attn, mlp, all, or module names)")
-
-    @property
-    def scaling(self) -> float:
-        return self.alpha / self.rank
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class LoRALinear(nn.Module):
@@ -207,7 +169,7 @@ def mark_only_lora_trainable(model: nn.Module) -> None:
 
 def inject_lora(
     model: nn.Module,
-    rank: int = 8,
+    rank: int = 16,
     alpha: float = 16.0,
     dropout: float = 0.0,
     targets: Sequence[str] = ("all",),
@@ -221,6 +183,7 @@ def inject_lora(
     a new head afterwards). ``base_dtype`` stores the adapted layers' frozen weights in that dtype.
     """
     config = LoRAConfig(rank=rank, alpha=alpha, dropout=dropout, targets=list(targets))
+    config.base_bf16 = base_dtype == torch.bfloat16
     if lora_layers(model):
         raise ScratchLLMError("inject_lora: the model has LoRA layers already; merge or remove them first")
     config.modules = resolve_targets(model, config.targets)
@@ -230,6 +193,14 @@ def inject_lora(
     if freeze:
         mark_only_lora_trainable(model)
     return config
+
+
+def apply_lora(model: nn.Module, config: LoRAConfig, *, freeze: bool = True) -> LoRAConfig:
+    """:func:`inject_lora` with the settings of ``config`` (its recorded ``modules`` when it has them)."""
+    return inject_lora(
+        model, config.rank, config.alpha, config.dropout, config.modules or config.targets,
+        base_dtype=torch.bfloat16 if config.base_bf16 else None, freeze=freeze,
+    )  # fmt: skip
 
 
 def merge_lora(model: nn.Module) -> nn.Module:

@@ -11,6 +11,7 @@ atomically (:func:`~scratchllm.weights.checkpoint.write_folder`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from scratchllm.config import ModelConfig
 from scratchllm.errors import ScratchLLMError
 from scratchllm.model.lora import (
     LoRAConfig,
-    inject_lora,
+    apply_lora,
     load_lora_state_dict,
     lora_state_dict,
     peft_config,
@@ -40,6 +41,15 @@ ADAPTER_FORMAT = "scratchllm-lora"
 PEFT_FILE = "adapter_model.safetensors"
 
 
+def adapter_files(
+    model: nn.Module, lora: LoRAConfig, *, base_model: str = "", extra: dict[str, Tensor] | None = None
+) -> dict[str, Callable[[Path], Any]]:
+    """The files of an adapter folder, as :func:`~scratchllm.weights.checkpoint.write_folder` takes them."""
+    tensors = {**lora_state_dict(model), **(extra or {})}
+    config = {"format": ADAPTER_FORMAT, "base_model": base_model, "lora": lora.to_dict(), "extra": sorted(extra or {})}
+    return {ADAPTER_FILE: lambda p: save_safetensors(tensors, p, {"format": "pt"}), ADAPTER_CONFIG: json_writer(config)}
+
+
 def save_adapter(
     model: nn.Module,
     lora: LoRAConfig,
@@ -49,12 +59,7 @@ def save_adapter(
     extra: dict[str, Tensor] | None = None,
 ) -> Path:
     """Write the LoRA matrices of ``model`` (and ``extra`` tensors, e.g. a new head) with their settings."""
-    tensors = {**lora_state_dict(model), **(extra or {})}
-    config = {"format": ADAPTER_FORMAT, "base_model": base_model, "lora": lora.to_dict(), "extra": sorted(extra or {})}
-    return write_folder(
-        folder,
-        {ADAPTER_FILE: lambda p: save_safetensors(tensors, p, {"format": "pt"}), ADAPTER_CONFIG: json_writer(config)},
-    )
+    return write_folder(folder, adapter_files(model, lora, base_model=base_model, extra=extra))
 
 
 def read_adapter(folder: str | Path) -> tuple[LoRAConfig, dict[str, Tensor], dict[str, Any]]:
@@ -66,10 +71,7 @@ def read_adapter(folder: str | Path) -> tuple[LoRAConfig, dict[str, Tensor], dic
     config = read_json(config_path)
     if config.get("format") != ADAPTER_FORMAT or not isinstance(config.get("lora"), dict):
         raise ScratchLLMError(f'{config_path}: not a scratchllm adapter ("format": "{ADAPTER_FORMAT}", "lora")')
-    try:
-        lora = LoRAConfig(**config["lora"])
-    except TypeError as exc:
-        raise ScratchLLMError(f"{config_path}: field lora: {exc}") from None
+    lora = LoRAConfig.from_dict(config["lora"], str(config_path))
     return lora, load_safetensors(folder / ADAPTER_FILE), config
 
 
@@ -77,7 +79,7 @@ def apply_adapter(model: nn.Module, folder: str | Path) -> tuple[LoRAConfig, dic
     """Re-create the adapter's LoRA layers on ``model`` and load its matrices; return settings and extras."""
     lora, tensors, config = read_adapter(folder)
     extra_names = set(config.get("extra") or [])
-    inject_lora(model, lora.rank, lora.alpha, lora.dropout, lora.modules or lora.targets)
+    apply_lora(model, lora)
     adapters = {k: v for k, v in tensors.items() if k not in extra_names}
     load_lora_state_dict(model, adapters, str(Path(folder) / ADAPTER_FILE))
     return lora, {k: v for k, v in tensors.items() if k in extra_names}
