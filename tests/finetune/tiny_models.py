@@ -22,14 +22,14 @@ def tiny_model(family: str = "llama", seed: int = 0, **overrides) -> GPTModel:
     return GPTModel(tiny_config(family, **overrides)).eval()
 
 
-def tiny_checkpoint(folder, family: str = "llama", text: str = "", **overrides):
+def tiny_checkpoint(folder, family: str = "llama", text: str = "", context_length: int = 64, **overrides):
     """Our checkpoint folder (model + a byte-level BPE tokenizer trained on ``text``) of a tiny model."""
     from scratchllm.tokenizer.bpe_train import train_bpe
     from scratchllm.weights import save_model
 
     corpus = text or " ".join(["good happy great fine day", "bad awful sad poor night", "### Instruction:"] * 20)
     tokenizer = train_bpe(corpus, vocab_size=300, workers=1)
-    model = tiny_model(family, vocab_size=tokenizer.vocab_size, context_length=64, **overrides)
+    model = tiny_model(family, vocab_size=tokenizer.vocab_size, context_length=context_length, **overrides)
     save_model(model, folder)
     tokenizer.save(folder / "tokenizer")
     return folder

@@ -22,7 +22,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from scratchllm.errors import ScratchLLMError
 from scratchllm.utf8 import read_utf8
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     import torch
 
 TableFormat = Literal["auto", "tsv", "csv", "jsonl", "parquet"]
+Record = TypeVar("Record")
 _SUFFIXES = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}
 
 
@@ -165,8 +166,8 @@ def balance(records: Sequence[LabelledText], seed: int) -> list[LabelledText]:
 
 
 def split(
-    records: Sequence[LabelledText], fractions: Sequence[float] = (0.7, 0.1, 0.2), seed: int = 123
-) -> tuple[list[LabelledText], list[LabelledText], list[LabelledText]]:
+    records: Sequence[Record], fractions: Sequence[float] = (0.7, 0.1, 0.2), seed: int = 123
+) -> tuple[list[Record], list[Record], list[Record]]:
     """Seeded shuffle, then train/val/test by ``fractions`` (train and val rounded down, the rest is test)."""
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
         raise ScratchLLMError(f"split: three fractions >= 0 summing to 1, got {list(fractions)}")

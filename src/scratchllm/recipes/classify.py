@@ -24,7 +24,6 @@ from scratchllm.config import LoRAConfig, ModelConfig, TrainConfig
 from scratchllm.data.classify import LabelledText, TableFormat, encode, label_names, read_labelled
 from scratchllm.data.classify import balance as undersample
 from scratchllm.data.classify import collate as collate_examples
-from scratchllm.data.classify import split as split_records
 from scratchllm.errors import ScratchLLMError
 from scratchllm.recipes.finetune import (
     FINETUNE_TRAIN,
@@ -33,6 +32,7 @@ from scratchllm.recipes.finetune import (
     choose_trainable,
     load_base,
     prepare_run_folder,
+    split_data,
     stderr,
     train_epochs,
 )
@@ -137,10 +137,6 @@ def pad_token_id(tokenizer: Any) -> int:
     return 0
 
 
-def _read(path: Path, options: dict[str, Any]) -> list[LabelledText]:
-    return read_labelled(path, **options)
-
-
 def load_splits(
     data: Path,
     val_data: Path | None,
@@ -154,24 +150,21 @@ def load_splits(
     say: Log,
 ) -> tuple[list[str], dict[str, list[LabelledText]]]:
     """The label names and the train/val/test records (split files given, or a seeded split of ``data``)."""
-    records = _read(data, read_options)
-    if (val_data is None) != (test_data is None):
-        raise ScratchLLMError("give both --val-data and --test-data, or neither (to split --data)")
-    given = {"val": _read(val_data, read_options), "test": _read(test_data, read_options)} if val_data else {}
-    names = label_names(records + [r for part in given.values() for r in part], labels)
-    if balance:
-        before = len(records)
-        records = undersample(records, seed)
-        say(f"balanced by undersampling: {before} -> {len(records)} records ({len(records) // len(names)} per class)")
-    if given:
-        parts = {"train": records, **given}
-    else:
-        train, val, test = split_records(records, split, seed)
-        parts = {"train": train, "val": val, "test": test}
-    for name, part in parts.items():
-        if not part:
-            raise ScratchLLMError(f"{data}: the {name} split is empty ({len(records)} records after filtering)")
-    say("data: " + ", ".join(f"{name} {len(part)}" for name, part in parts.items()) + f"; labels {names}")
+    names: list[str] = []
+
+    def prepare(records: list[LabelledText], given: dict[str, list[LabelledText]]) -> list[LabelledText]:
+        names.extend(label_names(records + [r for part in given.values() for r in part], labels))
+        if not balance:
+            return records
+        kept = undersample(records, seed)
+        say(f"balanced by undersampling: {len(records)} -> {len(kept)} records ({len(kept) // len(names)} per class)")
+        return kept
+
+    parts = split_data(
+        data, val_data, test_data, lambda path: read_labelled(path, **read_options), split=split, seed=seed,
+        say=say, prepare=prepare,
+    )  # fmt: skip
+    say(f"labels: {names}")
     return names, parts
 
 

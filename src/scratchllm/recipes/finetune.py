@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,10 @@ from scratchllm.recipes.pretrain import (
 )
 
 Log = Callable[[str], None]
-__all__ = ["FINETUNE_TRAIN", "TrainingData", "choose_trainable", "load_base", "prepare_run_folder", "train_epochs"]
+__all__ = [
+    "FINETUNE_TRAIN", "TrainingData", "choose_trainable", "load_base", "prepare_run_folder", "split_data",
+    "train_epochs",
+]  # fmt: skip
 
 
 def stderr(message: str) -> None:
@@ -95,6 +98,41 @@ def prepare_run_folder(out_dir: Path, tokenizer: Any, run_info: dict[str, Any], 
     if not (out_dir / "tokenizer").exists():
         tokenizer.save(out_dir / "tokenizer")
     write_run_folder(out_dir, run_info, out_dir / "tokenizer")
+
+
+def split_data(
+    data: Path,
+    val_data: Path | None,
+    test_data: Path | None,
+    read: Callable[[Path], list[Any]],
+    *,
+    split: Sequence[float],
+    seed: int,
+    say: Log,
+    prepare: Callable[[list[Any], dict[str, list[Any]]], list[Any]] | None = None,
+) -> dict[str, list[Any]]:
+    """Train/val/test records: the given split files, or a seeded split of ``data``; none may be empty.
+
+    ``prepare(records, given_splits)`` may check or filter the records of ``data`` first (labels, balancing).
+    """
+    from scratchllm.data.classify import split as split_records
+
+    if (val_data is None) != (test_data is None):
+        raise ScratchLLMError("give both --val-data and --test-data, or neither (to split --data)")
+    records = read(Path(data))
+    given = {"val": read(Path(val_data)), "test": read(Path(test_data))} if val_data and test_data else {}
+    if prepare is not None:
+        records = prepare(records, given)
+    if given:
+        parts = {"train": records, **given}
+    else:
+        train, val, test = split_records(records, split, seed)
+        parts = {"train": train, "val": val, "test": test}
+    for name, part in parts.items():
+        if not part:
+            raise ScratchLLMError(f"{data}: the {name} split is empty ({len(records)} records after filtering)")
+    say("data: " + ", ".join(f"{name} {len(part)}" for name, part in parts.items()))
+    return parts
 
 
 @dataclass
