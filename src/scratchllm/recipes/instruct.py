@@ -184,7 +184,7 @@ def finetune_instruct(
         if baseline_responses and test_responses:
             say(f"answering {len(parts['test'])} test instructions before training")
             baseline = respond(net, tok, parts["test"], fmt, template, max_new_tokens=max_new_tokens)
-        lora_config = choose_trainable(net, net, trains, lora, say, freeze_rest=lambda: net.requires_grad_(True))
+        lora_config = choose_trainable(net, net, trains, lora, say, freeze_rest=lambda: net.requires_grad_(trains != "lora"))
         bs = train.micro_batch_size
         batches = ExampleBatches(encoded["train"], bs, collate, seed=train.seed, drop_last=True)
         eval_sets = {
