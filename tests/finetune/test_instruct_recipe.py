@@ -33,7 +33,7 @@ def _args(ckpt: Path, data: Path, out: Path, *extra: str) -> list[str]:
     return [
         "finetune", "instruct", "--model", str(ckpt), "--data", str(data), "--out-dir", str(out),
         "--train.precision", "fp32", "--train.device", "cpu", "--train.micro-batch-size", "4",
-        "--train.lr", "3e-3", "--train.min-lr", "3e-3", "--max-new-tokens", "4", "--max-length", "95", *extra,
+        "--train.lr", "3e-3", "--train.min-lr", "3e-3", "--train.peak-flops", "1e11", "--max-new-tokens", "4", "--max-length", "95", *extra,
     ]  # fmt: skip
 
 

@@ -94,16 +94,21 @@ def metrics_table(name: str, metrics: dict[str, Any]) -> str:
     """A printable table of :func:`classification_metrics`."""
     labels = metrics["labels"]
     width = max(9, *(len(label) for label in labels))
-    lines = [f"{name}: accuracy {100 * metrics['accuracy']:.2f} % of {metrics['examples']} (macro F1 {metrics['macro_f1']:.4f})"]
+    accuracy, n, macro = 100 * metrics["accuracy"], metrics["examples"], metrics["macro_f1"]
+    lines = [f"{name}: accuracy {accuracy:.2f} % of {n} (macro F1 {macro:.4f})"]
     lines.append(f"  {'class':<{width}} precision    recall        f1   support")
     for label, c in metrics["per_class"].items():
-        lines.append(f"  {label:<{width}} {c['precision']:>9.4f} {c['recall']:>9.4f} {c['f1']:>9.4f} {c['support']:>9}")
+        scores = " ".join(f"{c[k]:>9.4f}" for k in ("precision", "recall", "f1"))
+        lines.append(f"  {label:<{width}} {scores} {c['support']:>9}")
     lines.append(f"  confusion (rows: true, columns: predicted {', '.join(labels)}):")
-    lines += [f"  {label:<{width}} " + " ".join(f"{v:>6}" for v in row) for label, row in zip(labels, metrics["confusion"])]
+    for label, row in zip(labels, metrics["confusion"]):
+        lines.append(f"  {label:<{width}} " + " ".join(f"{v:>6}" for v in row))
     return "\n".join(lines)
 
 
-def predict(classifier: nn.Module, batches: Sequence[Any], device: torch.device, precision: str = "fp32") -> torch.Tensor:
+def predict(
+    classifier: nn.Module, batches: Sequence[Any], device: torch.device, precision: str = "fp32"
+) -> torch.Tensor:
     """Class probabilities ``[N, C]`` for the batches in order (eval mode, restored afterwards)."""
     import torch
 
@@ -253,7 +258,9 @@ def finetune_classify(
 
         torch.manual_seed(train.seed)
         clf = SequenceClassifier(backbone, len(names), pooling).to(env.device)
-        freeze = (lambda: clf.trainable_parts("head")) if trains == "lora" else (lambda: clf.trainable_parts(trains, last_blocks))
+        def freeze() -> None:  # LoRA: the adapters come on top of a trainable head
+            clf.trainable_parts("head" if trains == "lora" else trains, last_blocks)
+
         lora_config = choose_trainable(clf, backbone, trains, lora, say, freeze_rest=freeze)
 
         def collate(examples):
@@ -372,7 +379,9 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> tup
     return clf.eval(), tokenizer, info
 
 
-def classify_texts(clf: SequenceClassifier, tokenizer: Any, info: dict[str, Any], texts: Sequence[str], batch_size: int = 16):
+def classify_texts(
+    clf: SequenceClassifier, tokenizer: Any, info: dict[str, Any], texts: Sequence[str], batch_size: int = 16
+) -> list[tuple[str, float]]:
     """(label, probability) of the most likely class for each text."""
     from scratchllm.data.batches import ExampleBatches
 

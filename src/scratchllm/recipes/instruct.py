@@ -184,7 +184,9 @@ def finetune_instruct(
         if baseline_responses and test_responses:
             say(f"answering {len(parts['test'])} test instructions before training")
             baseline = respond(net, tok, parts["test"], fmt, template, max_new_tokens=max_new_tokens)
-        lora_config = choose_trainable(net, net, trains, lora, say, freeze_rest=lambda: net.requires_grad_(trains != "lora"))
+        lora_config = choose_trainable(
+            net, net, trains, lora, say, freeze_rest=lambda: net.requires_grad_(trains != "lora")
+        )
         bs = train.micro_batch_size
         batches = ExampleBatches(encoded["train"], bs, collate, seed=train.seed, drop_last=True)
         eval_sets = {
@@ -214,7 +216,8 @@ def finetune_instruct(
             report["test"] = text_scores([a["response"] for a in answers], [a["reference"] for a in answers])
             if baseline is not None:
                 write_json_atomic(out_dir / "responses-before.json", baseline)
-                report["test_before"] = text_scores([a["response"] for a in baseline], [a["reference"] for a in baseline])
+                before = [a["response"] for a in baseline]
+                report["test_before"] = text_scores(before, [a["reference"] for a in baseline])
             say(f"test: ROUGE-L {report['test']['rouge_l']:.4f}, exact match {report['test']['exact_match']:.4f}")
         if env.is_main:
             write_json_atomic(out_dir / "metrics.json", report)
