@@ -318,10 +318,18 @@ def finetune_classify(
 
 # ---------------------------------------------------------------------------------------------- saving
 def save_classifier(folder: Path, clf: SequenceClassifier, info: dict[str, Any], lora: LoRAConfig | None) -> Path:
-    """``classifier.json`` + the weights: adapters and head (LoRA) or the whole state dict (atomically)."""
+    """``classifier.json`` + the weights: adapters and head (LoRA) or the whole state dict (atomically).
+
+    Adapters alone only make sense on top of the base model's file; a from-scratch run's base exists nowhere
+    else, so its adapters are merged and the whole state dict is saved.
+    """
+    from scratchllm.model.lora import merge_lora
     from scratchllm.weights.adapters import adapter_files
     from scratchllm.weights.checkpoint import WEIGHTS_FILE, json_writer, save_safetensors, write_folder
 
+    if lora is not None and info.get("from_scratch"):
+        merge_lora(clf.model)
+        lora, info = None, {**info, "lora": None}
     files = {CLASSIFIER_CONFIG: json_writer(info)}
     if lora is not None:
         head = {f"lm_head.{k}": v.detach().cpu() for k, v in clf.head.state_dict().items()}

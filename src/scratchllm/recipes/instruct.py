@@ -221,6 +221,11 @@ def finetune_instruct(
             say(f"test: ROUGE-L {report['test']['rouge_l']:.4f}, exact match {report['test']['exact_match']:.4f}")
         if env.is_main:
             write_json_atomic(out_dir / "metrics.json", report)
+            if lora_config is not None and from_scratch:  # no file holds this base: save the merged model
+                from scratchllm.model.lora import merge_lora
+
+                merge_lora(net)
+                lora_config = None
             saved = save_result(out_dir, net, tok, lora_config, str(Path(model).resolve()), say)
         return {
             **result.summary, "out_dir": str(out_dir), **saved,
