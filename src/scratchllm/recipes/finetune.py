@@ -189,6 +189,7 @@ def train_epochs(
         summary = trainer.fit()
     finally:
         hooks.logger.close()
+    summary["train_seconds"] = trainer.state.train_seconds  # the optimizer steps alone, without evaluations
     epoch_hook.restore_best()
     if epoch_hook.best is not None:
         say(f"best epoch on validation: {epoch_hook.best['epoch']:.2f} (step {epoch_hook.best['step']}); using it")
