@@ -201,10 +201,14 @@ def finetune_instruct(
         }  # fmt: skip
         if env.is_main:
             prepare_run_folder(out_dir, tok, run_info, resume)
+        # A LoRA run's checkpoints hold base + adapters: resumable, not a plain model (RUN/adapter is the result).
+        checkpoint_config = {"format": "scratchllm", "model": net.config.to_dict()}
+        if lora_config is not None:
+            checkpoint_config = {"format": "scratchllm-lora-training", **run_info}
         result = train_epochs(
             net, TrainingData(batches, eval_sets, net.config.vocab_size, out_dir / "tokenizer"), next_token_loss,
             epochs=epochs, train=train, env=env, precision=precision, out_dir=out_dir, run_info=run_info,
-            resume=resume, model_config={"format": "scratchllm", "model": net.config.to_dict()}, score=None, say=say,
+            resume=resume, model_config=checkpoint_config, score=None, say=say,
         )  # fmt: skip
 
         report: dict[str, Any] = {"history": result.history, "best_epoch": result.best}
