@@ -127,8 +127,9 @@ def agreement(tokens: list[int], reference: list[int]) -> str:
     """``"yes"`` for identical lists, else how many positions agree before and after the first difference."""
     if tokens == reference:
         return "yes"
-    first = next(i for i, (a, b) in enumerate(zip(tokens, reference, strict=False)) if a != b)
-    same = sum(a == b for a, b in zip(tokens, reference, strict=False))
+    pairs = list(zip(tokens, reference, strict=False))
+    first = next((i for i, (a, b) in enumerate(pairs) if a != b), len(pairs))
+    same = sum(a == b for a, b in pairs)
     return f"first {first}, {same}/{len(reference)}"
 
 

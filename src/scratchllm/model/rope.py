@@ -87,7 +87,8 @@ class RotaryEmbedding(nn.Module):
     to load, move or initialise, and a model built on the meta device (or sharded by FSDP) needs no special
     care. When gradients are off (generation, evaluation), the ``cos``/``sin`` rows are looked up in a table
     built once per device and dtype, grown by doubling: a decoding step then costs one lookup instead of the
-    dozen small kernels that recompute them, and the values are the same to the bit. Training recomputes
+    dozen small kernels that recompute them, with the same values (up to the last bit of a vectorised
+    ``cos``, which may differ from the scalar one used for a few trailing elements). Training recomputes
     them (a negligible cost next to a training step), which keeps its forward free of host synchronisation
     and of state that ``torch.compile`` would have to guard.
     """
