@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import statistics
 import time
 from collections.abc import Callable
@@ -157,7 +156,6 @@ def hf_generators(
     path: Path, prompt: torch.Tensor, formats: list[str]
 ) -> tuple[float, dict[str, tuple[int, Callable[[int], list[int]]]]]:
     """Load the GGUF with transformers once (fp32) and return its load time and ``generate`` per format."""
-    os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF conversion draws a progress bar
     import transformers
 
     transformers.utils.logging.disable_progress_bar()
