@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from finetune_models import tiny_checkpoint
 
 from scratchllm.cli.parser import main
-from tiny_models import tiny_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from finetune_models import tiny_checkpoint
 
 from scratchllm.cli.parser import main
 from scratchllm.recipes.classify import classification_metrics, classify_texts, load_classifier
-from tiny_models import tiny_checkpoint
 
 WORDS = {"pos": ["good", "happy", "great", "fine", "day"], "neg": ["bad", "awful", "sad", "poor", "night"]}
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from finetune_models import tiny_model
 
 from scratchllm.data.classify import ClassExample, collate
 from scratchllm.errors import ScratchLLMError
 from scratchllm.model.heads import SequenceClassifier
-from tiny_models import tiny_model
 
 
 @pytest.mark.parametrize("pooling", ["last", "mean"])

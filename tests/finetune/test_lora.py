@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from finetune_models import tiny_model
 
 from dev_deps import require
 from scratchllm.errors import ScratchLLMError
@@ -20,7 +21,6 @@ from scratchllm.model.lora import (
     trainable_parameters,
 )
 from scratchllm.weights.adapters import apply_adapter, save_adapter, save_peft_adapter
-from tiny_models import tiny_model
 
 
 def _randomise_adapters(model: torch.nn.Module, seed: int = 1) -> None:
