@@ -93,6 +93,8 @@ def test_lora_with_precomputed_reference(ckpt, tmp_path, capsys) -> None:
     assert main(_args(ckpt, _data(tmp_path / "d.json", 24), out, *extra)) == 0
     captured = capsys.readouterr()
     assert "adapters switched off" in captured.err and "precomputed for every pair" in captured.err
+    lora_params = 2 * 4 * (2 * 32 + 32) + 2 * 4 * (32 + 32) + 2 * 4 * (32 + 96) + 2 * 4 * (48 + 32)  # qkv, out, fc, proj
+    assert f"trainable parameters: {lora_params:,} of" in captured.err  # only the adapters: the reference stays put
     start = [r for r in _rows(out) if r["step"] == "0"]
     assert all(abs(float(r["margin"])) < 1e-5 for r in start)
     assert json.loads(captured.out)["val_margin"] > 0 and (out / "adapter" / "adapter.safetensors").is_file()

@@ -15,7 +15,7 @@
    each evaluation (before the first step, every ``eval_every`` steps, at the end) also measures the rewards, the
    margin and the reward accuracy on a fixed train sample and the validation split: ``dpo_metrics.csv`` and
    ``margins.png`` (:class:`PreferenceEvaluation`);
-4. measure every split at the end (``metrics.json``), answer a few test prompts before and after
+4. measure the train sample and the whole val and test splits at the end (``metrics.json``), answer a few test prompts before and after
    (``responses.json``) and save ``RUN/model`` or ``RUN/adapter`` as instruction finetuning does.
 """
 
@@ -210,7 +210,9 @@ def finetune_dpo(
 
         # 2. the reference, what trains, and the objective
         kind, ref_model = build_reference(net, trains, reference, env, say)
-        lora_config = choose_trainable(net, net, trains, lora, say, freeze_rest=lambda: net.requires_grad_(True))
+        # With LoRA only the adapters train: the reference is the model with them off, so nothing else may move.
+        freeze_rest = lambda: net.requires_grad_(trains != "lora")  # noqa: E731
+        lora_config = choose_trainable(net, net, trains, lora, say, freeze_rest=freeze_rest)
         objective = DPOLoss(
             beta, label_smoothing=label_smoothing, average=average_logprobs, reference=kind, reference_model=ref_model
         )
@@ -276,9 +278,10 @@ def finetune_dpo(
             hooks.logger.close()
 
         # 4. every split measured, answers before and after, the result saved
-        final = {name: measure(in_batches(part, bs, collate_batch)) for name, part in encoded.items()}
+        final = {"train": measure(sets["train"])}  # the fixed train sample; val and test in full
+        final.update({name: measure(in_batches(encoded[name], bs, collate_batch)) for name in ("val", "test")})
         for name, metrics in final.items():
-            say(f"{name} ({len(encoded[name])} pairs): {describe(metrics)}")
+            say(f"{name}: {describe(metrics)}")
         start = next((r for r in evaluation.rows if int(r["step"]) == 0 and r["split"] == "val"), None)
         report: dict[str, Any] = {"final": final, "val_before": start, "history": evaluation.rows}
         saved: dict[str, str] = {}
