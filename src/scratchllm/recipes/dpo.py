@@ -85,7 +85,7 @@ def with_reference_logprobs(
     """The examples with the reference's log-probabilities attached (scored once, in order)."""
     from scratchllm.train.dpo import reference_logprobs
 
-    batches = [collate(examples[i : i + batch_size], pad_id) for i in range(0, len(examples), batch_size)]
+    batches = in_batches(examples, batch_size, lambda batch: collate(batch, pad_id))
     net = objective.reference_model if objective.reference == "model" else model
     scores = reference_logprobs(
         net, batches, average=objective.average, adapters_off=objective.reference == "adapters_off", device=device
@@ -256,6 +256,7 @@ def finetune_dpo(
             prepare_run_folder(out_dir, tok, run_info, resume)
         trainer = build_trainer(wrap_model(net, train, env), batches, train, env, precision, 1, objective)
         resumed_from = resume_or_refuse(trainer, out_dir / "checkpoints", resume, train.reschedule, say)
+        # attach_callbacks' own evaluation sets are placeholders: PreferenceEvaluation takes over the losses
         inputs = TrainingData(batches, {"train": batches, "val": batches}, net.config.vocab_size, out_dir / "tokenizer")
         hooks = attach_callbacks(
             trainer, inputs, train, env, precision, out_dir=out_dir, run_info=run_info, resumed_from=resumed_from,
