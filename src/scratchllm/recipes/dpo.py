@@ -187,11 +187,18 @@ def finetune_dpo(
     from scratchllm.train.dpo import DPOLoss, describe, preference_metrics
     from scratchllm.train.dpo_metrics import PreferenceEvaluation
 
+    if train.global_batch_tokens is not None:
+        raise ScratchLLMError(
+            "finetune dpo: --train.global-batch-tokens does not apply (a batch is a number of preference pairs); "
+            "use --train.micro-batch-size"
+        )
     env = setup_distributed(train.device)
     say: Log = stderr if env.is_main else (lambda _msg: None)
     out_dir = Path(out_dir)
     started = time.perf_counter()
     try:
+        if train.sample_prompt:
+            say("train.sample_prompt is not used by DPO (see responses.json for answers before and after)")
         # 1. data, in the model's prompt format
         precision = resolve_precision(train.precision, env.device)
         parts = split_data(data, val_data, test_data, read_preferences, split=split, seed=train.seed, say=say)
