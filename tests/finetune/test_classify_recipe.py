@@ -36,7 +36,7 @@ def _args(ckpt: Path, data: Path, out: Path, *extra: str) -> list[str]:
     return [
         "finetune", "classify", "--model", str(ckpt), "--data", str(data), "--out-dir", str(out),
         "--train.precision", "fp32", "--train.device", "cpu", "--train.micro-batch-size", "4",
-        "--train.lr", "3e-3", "--train.min-lr", "3e-3", "--train.log-every", "100", *extra,
+        "--train.lr", "3e-3", "--train.min-lr", "3e-3", "--train.peak-flops", "1e11", "--train.log-every", "100", *extra,
     ]  # fmt: skip
 
 
@@ -95,3 +95,13 @@ def test_resume_is_exact(ckpt, tmp_path, capsys) -> None:
     a = json.loads((whole / "metrics.json").read_text())["history"][-1]
     b = json.loads((parts / "metrics.json").read_text())["history"][-1]
     assert a["step"] == b["step"] and a["val_loss"] == pytest.approx(b["val_loss"], abs=1e-6)
+
+
+def test_from_scratch_lora_saves_a_self_contained_classifier(ckpt, tmp_path, capsys) -> None:
+    data = _write_data(tmp_path / "d.tsv", n=24)
+    out = tmp_path / "run"
+    assert main(_args(ckpt, data, out, "--epochs", "1", "--trains", "lora", "--from-scratch", "true")) == 0
+    assert "random weights" in capsys.readouterr().err
+    assert (out / "classifier" / "model.safetensors").is_file()  # the random base exists nowhere else
+    clf, tok, info = load_classifier(out)
+    assert info["lora"] is None and len(classify_texts(clf, tok, info, ["good day"])) == 1

@@ -33,7 +33,7 @@ def _args(ckpt: Path, data: Path, out: Path, *extra: str) -> list[str]:
     return [
         "finetune", "instruct", "--model", str(ckpt), "--data", str(data), "--out-dir", str(out),
         "--train.precision", "fp32", "--train.device", "cpu", "--train.micro-batch-size", "4",
-        "--train.lr", "3e-3", "--train.min-lr", "3e-3", "--max-new-tokens", "4", "--max-length", "95", *extra,
+        "--train.lr", "3e-3", "--train.min-lr", "3e-3", "--train.peak-flops", "1e11", "--max-new-tokens", "4", "--max-length", "95", *extra,
     ]  # fmt: skip
 
 
@@ -52,6 +52,15 @@ def test_finetune_instruct_full(ckpt, tmp_path, capsys) -> None:
     assert main(["generate", "--model", str(out / "model"), "--prompt", "good", "--max-new-tokens", "2"]) == 0
 
 
+def _adapted(ckpt: Path):
+    from scratchllm.model.lora import inject_lora
+    from scratchllm.weights import load
+
+    model = load(ckpt).model
+    inject_lora(model, rank=4, targets=["all"])
+    return model
+
+
 def test_lora_run_exports_adapters_and_merge_lora_writes_a_plain_checkpoint(ckpt, tmp_path, capsys) -> None:
     from scratchllm.model.lora import lora_layers
     from scratchllm.weights import load
@@ -60,13 +69,16 @@ def test_lora_run_exports_adapters_and_merge_lora_writes_a_plain_checkpoint(ckpt
     out = tmp_path / "run"
     extra = ("--epochs", "1", "--trains", "lora", "--lora.rank", "4", "--test-responses", "false")
     assert main(_args(ckpt, _data(tmp_path / "d.json", 24), out, *extra)) == 0
-    capsys.readouterr()
+    err = capsys.readouterr().err
+    expected = sum(layer.lora_A.numel() + layer.lora_B.numel() for layer in lora_layers(_adapted(ckpt)).values())
+    assert f"trainable parameters: {expected:,} of " in err, err  # the adapters only
     assert (out / "adapter" / "adapter.safetensors").is_file()
     assert (out / "adapter-peft" / "adapter_model.safetensors").is_file()
     assert main(["merge-lora", "--model", str(ckpt), "--adapter", str(out / "adapter"), "--out", str(tmp_path / "m")]) == 0
     merged = load(tmp_path / "m").model
     adapted = load(ckpt).model
     apply_adapter(adapted, out / "adapter")
+    assert json.loads((out / "adapter-peft" / "adapter_config.json").read_text())["r"] == 4
     assert any(layer.lora_B.abs().max() > 0 for layer in lora_layers(adapted).values())  # it trained
     ids = torch.randint(0, 290, (2, 12))
     torch.testing.assert_close(merged(ids), adapted.eval()(ids), rtol=0, atol=1e-5)

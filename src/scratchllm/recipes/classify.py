@@ -94,16 +94,21 @@ def metrics_table(name: str, metrics: dict[str, Any]) -> str:
     """A printable table of :func:`classification_metrics`."""
     labels = metrics["labels"]
     width = max(9, *(len(label) for label in labels))
-    lines = [f"{name}: accuracy {100 * metrics['accuracy']:.2f} % of {metrics['examples']} (macro F1 {metrics['macro_f1']:.4f})"]
+    accuracy, n, macro = 100 * metrics["accuracy"], metrics["examples"], metrics["macro_f1"]
+    lines = [f"{name}: accuracy {accuracy:.2f} % of {n} (macro F1 {macro:.4f})"]
     lines.append(f"  {'class':<{width}} precision    recall        f1   support")
     for label, c in metrics["per_class"].items():
-        lines.append(f"  {label:<{width}} {c['precision']:>9.4f} {c['recall']:>9.4f} {c['f1']:>9.4f} {c['support']:>9}")
+        scores = " ".join(f"{c[k]:>9.4f}" for k in ("precision", "recall", "f1"))
+        lines.append(f"  {label:<{width}} {scores} {c['support']:>9}")
     lines.append(f"  confusion (rows: true, columns: predicted {', '.join(labels)}):")
-    lines += [f"  {label:<{width}} " + " ".join(f"{v:>6}" for v in row) for label, row in zip(labels, metrics["confusion"])]
+    for label, row in zip(labels, metrics["confusion"]):
+        lines.append(f"  {label:<{width}} " + " ".join(f"{v:>6}" for v in row))
     return "\n".join(lines)
 
 
-def predict(classifier: nn.Module, batches: Sequence[Any], device: torch.device, precision: str = "fp32") -> torch.Tensor:
+def predict(
+    classifier: nn.Module, batches: Sequence[Any], device: torch.device, precision: str = "fp32"
+) -> torch.Tensor:
     """Class probabilities ``[N, C]`` for the batches in order (eval mode, restored afterwards)."""
     import torch
 
@@ -253,7 +258,9 @@ def finetune_classify(
 
         torch.manual_seed(train.seed)
         clf = SequenceClassifier(backbone, len(names), pooling).to(env.device)
-        freeze = (lambda: clf.trainable_parts("head")) if trains == "lora" else (lambda: clf.trainable_parts(trains, last_blocks))
+        def freeze() -> None:  # LoRA: the adapters come on top of a trainable head
+            clf.trainable_parts("head" if trains == "lora" else trains, last_blocks)
+
         lora_config = choose_trainable(clf, backbone, trains, lora, say, freeze_rest=freeze)
 
         def collate(examples):
@@ -311,10 +318,18 @@ def finetune_classify(
 
 # ---------------------------------------------------------------------------------------------- saving
 def save_classifier(folder: Path, clf: SequenceClassifier, info: dict[str, Any], lora: LoRAConfig | None) -> Path:
-    """``classifier.json`` + the weights: adapters and head (LoRA) or the whole state dict (atomically)."""
+    """``classifier.json`` + the weights: adapters and head (LoRA) or the whole state dict (atomically).
+
+    Adapters alone only make sense on top of the base model's file; a from-scratch run's base exists nowhere
+    else, so its adapters are merged and the whole state dict is saved.
+    """
+    from scratchllm.model.lora import merge_lora
     from scratchllm.weights.adapters import adapter_files
     from scratchllm.weights.checkpoint import WEIGHTS_FILE, json_writer, save_safetensors, write_folder
 
+    if lora is not None and info.get("from_scratch"):
+        merge_lora(clf.model)
+        lora, info = None, {**info, "lora": None}
     files = {CLASSIFIER_CONFIG: json_writer(info)}
     if lora is not None:
         head = {f"lm_head.{k}": v.detach().cpu() for k, v in clf.head.state_dict().items()}
@@ -372,7 +387,9 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> tup
     return clf.eval(), tokenizer, info
 
 
-def classify_texts(clf: SequenceClassifier, tokenizer: Any, info: dict[str, Any], texts: Sequence[str], batch_size: int = 16):
+def classify_texts(
+    clf: SequenceClassifier, tokenizer: Any, info: dict[str, Any], texts: Sequence[str], batch_size: int = 16
+) -> list[tuple[str, float]]:
     """(label, probability) of the most likely class for each text."""
     from scratchllm.data.batches import ExampleBatches
 

@@ -45,7 +45,7 @@ def stderr(message: str) -> None:
 #: evaluation and checkpoints (see :func:`train_epochs`).
 FINETUNE_TRAIN = TrainConfig(
     micro_batch_size=8, lr=5e-5, min_lr=5e-5, warmup_steps=0, weight_decay=0.1, eval_every=0, save_every=0,
-    eval_batches=50, sample_prompt="", log_every=10, beta2=0.999, keep_last=1,
+    eval_batches=20, sample_prompt="", log_every=10, beta2=0.999, keep_last=1,
 )  # fmt: skip
 
 
@@ -165,6 +165,11 @@ def train_epochs(
     from scratchllm.train.epochs import EpochCallback
     from scratchllm.train.logging import flops_per_token
 
+    if train.global_batch_tokens is not None:
+        raise ScratchLLMError(
+            "train.global_batch_tokens: finetuning batches hold examples of varying length, not a fixed number "
+            "of tokens; set train.micro_batch_size instead"
+        )
     steps_per_epoch = len(inputs.batches)
     max_steps = epochs * steps_per_epoch
     if train.max_steps != max_steps:
@@ -184,6 +189,7 @@ def train_epochs(
         summary = trainer.fit()
     finally:
         hooks.logger.close()
+    summary["train_seconds"] = trainer.state.train_seconds  # the optimizer steps alone, without evaluations
     epoch_hook.restore_best()
     if epoch_hook.best is not None:
         say(f"best epoch on validation: {epoch_hook.best['epoch']:.2f} (step {epoch_hook.best['step']}); using it")

@@ -184,7 +184,9 @@ def finetune_instruct(
         if baseline_responses and test_responses:
             say(f"answering {len(parts['test'])} test instructions before training")
             baseline = respond(net, tok, parts["test"], fmt, template, max_new_tokens=max_new_tokens)
-        lora_config = choose_trainable(net, net, trains, lora, say, freeze_rest=lambda: net.requires_grad_(True))
+        lora_config = choose_trainable(
+            net, net, trains, lora, say, freeze_rest=lambda: net.requires_grad_(trains != "lora")
+        )
         bs = train.micro_batch_size
         batches = ExampleBatches(encoded["train"], bs, collate, seed=train.seed, drop_last=True)
         eval_sets = {
@@ -199,10 +201,14 @@ def finetune_instruct(
         }  # fmt: skip
         if env.is_main:
             prepare_run_folder(out_dir, tok, run_info, resume)
+        # A LoRA run's checkpoints hold base + adapters: resumable, not a plain model (RUN/adapter is the result).
+        checkpoint_config = {"format": "scratchllm", "model": net.config.to_dict()}
+        if lora_config is not None:
+            checkpoint_config = {"format": "scratchllm-lora-training", **run_info}
         result = train_epochs(
             net, TrainingData(batches, eval_sets, net.config.vocab_size, out_dir / "tokenizer"), next_token_loss,
             epochs=epochs, train=train, env=env, precision=precision, out_dir=out_dir, run_info=run_info,
-            resume=resume, model_config={"format": "scratchllm", "model": net.config.to_dict()}, score=None, say=say,
+            resume=resume, model_config=checkpoint_config, score=None, say=say,
         )  # fmt: skip
 
         report: dict[str, Any] = {"history": result.history, "best_epoch": result.best}
@@ -214,10 +220,16 @@ def finetune_instruct(
             report["test"] = text_scores([a["response"] for a in answers], [a["reference"] for a in answers])
             if baseline is not None:
                 write_json_atomic(out_dir / "responses-before.json", baseline)
-                report["test_before"] = text_scores([a["response"] for a in baseline], [a["reference"] for a in baseline])
+                before = [a["response"] for a in baseline]
+                report["test_before"] = text_scores(before, [a["reference"] for a in baseline])
             say(f"test: ROUGE-L {report['test']['rouge_l']:.4f}, exact match {report['test']['exact_match']:.4f}")
         if env.is_main:
             write_json_atomic(out_dir / "metrics.json", report)
+            if lora_config is not None and from_scratch:  # no file holds this base: save the merged model
+                from scratchllm.model.lora import merge_lora
+
+                merge_lora(net)
+                lora_config = None
             saved = save_result(out_dir, net, tok, lora_config, str(Path(model).resolve()), say)
         return {
             **result.summary, "out_dir": str(out_dir), **saved,
