@@ -106,8 +106,10 @@ def test_missing_answer_is_one_line(ckpt, tmp_path, capsys) -> None:
     assert main(_args(ckpt, bad, tmp_path / "run")) == 2
     err = capsys.readouterr().err.strip()
     assert err.endswith("bad.jsonl:2 record 1: missing key 'rejected' (a preference record needs chosen and rejected)")
+    assert err.count("\n") == 0 and not (tmp_path / "run").exists()  # one line, nothing written
 
 
 def test_a_token_budget_is_refused(ckpt, tmp_path, capsys) -> None:
     assert main(_args(ckpt, _data(tmp_path / "d.json", 8), tmp_path / "run", "--train.global-batch-tokens", "4096")) == 2
     assert "does not apply (a batch is a number of preference pairs)" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -261,14 +261,17 @@ def finetune_dpo(
         }  # fmt: skip
         if env.is_main:
             prepare_run_folder(out_dir, tok, run_info, resume)
+        # A LoRA run's checkpoints hold base + adapters: resumable, not a plain model (RUN/adapter is the result).
+        checkpoint_config = {"format": "scratchllm", "model": net.config.to_dict()}
+        if lora_config is not None:
+            checkpoint_config = {"format": "scratchllm-lora-training", **run_info}
         trainer = build_trainer(wrap_model(net, train, env), batches, train, env, precision, 1, objective)
         resumed_from = resume_or_refuse(trainer, out_dir / "checkpoints", resume, train.reschedule, say)
         # attach_callbacks' own evaluation sets are placeholders: PreferenceEvaluation takes over the losses
         inputs = TrainingData(batches, {"train": batches, "val": batches}, net.config.vocab_size, out_dir / "tokenizer")
         hooks = attach_callbacks(
             trainer, inputs, train, env, precision, out_dir=out_dir, run_info=run_info, resumed_from=resumed_from,
-            flops_per_token=0.0, say=say, loss_fn=objective, sample_text=False,
-            model_config={"format": "scratchllm", "model": net.config.to_dict()},
+            flops_per_token=0.0, say=say, loss_fn=objective, sample_text=False, model_config=checkpoint_config,
         )  # fmt: skip
         eval_net = unwrap_model(trainer.model)
 
