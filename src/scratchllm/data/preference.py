@@ -117,7 +117,8 @@ def _prompt_and_answer(
 ) -> tuple[list[int], list[int]]:
     if record.prompt is not None:
         end = end_id(tokenizer)
-        return encode_text(tokenizer, record.prompt), encode_text(tokenizer, answer) + ([end] if end is not None else [])
+        ending = [end] if end is not None else []
+        return encode_text(tokenizer, record.prompt), encode_text(tokenizer, answer) + ending
     if "messages" in record.source:
         row = {"messages": [*record.source["messages"], {"role": "assistant", "content": answer}]}
     else:

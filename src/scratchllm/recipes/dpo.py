@@ -15,8 +15,8 @@
    each evaluation (before the first step, every ``eval_every`` steps, at the end) also measures the rewards, the
    margin and the reward accuracy on a fixed train sample and the validation split: ``dpo_metrics.csv`` and
    ``margins.png`` (:class:`PreferenceEvaluation`);
-4. measure the train sample and the whole val and test splits at the end (``metrics.json``), answer a few test prompts before and after
-   (``responses.json``) and save ``RUN/model`` or ``RUN/adapter`` as instruction finetuning does.
+4. measure the train sample and the whole val and test splits at the end (``metrics.json``), answer a few
+   test prompts before and after (``responses.json``) and save ``RUN/model`` or ``RUN/adapter`` as instruction finetuning does.
 """
 
 from __future__ import annotations
@@ -117,7 +117,8 @@ def answer(model: Any, tokenizer: Any, examples: Sequence[PreferenceExample], ma
     model.eval()
     try:
         with torch.no_grad():
-            ids = generate(model, [list(e.prompt_ids)[-room:] for e in examples], max_new_tokens, eos_id=end_id(tokenizer))
+            prompts = [list(e.prompt_ids)[-room:] for e in examples]
+            ids = generate(model, prompts, max_new_tokens, eos_id=end_id(tokenizer))
     finally:
         model.train(was_training)
     return [tokenizer.decode(row).strip() for row in ids]
@@ -230,7 +231,9 @@ def finetune_dpo(
                 name: with_reference_logprobs(part, objective, net, bs, pad_id, env.device)
                 for name, part in encoded.items()
             }
-            objective = DPOLoss(beta, label_smoothing=label_smoothing, average=average_logprobs, reference="precomputed")
+            objective = DPOLoss(
+                beta, label_smoothing=label_smoothing, average=average_logprobs, reference="precomputed"
+            )
             ref_model = None  # freed: training runs one model
             say(f"reference log-probabilities precomputed for every pair in {time.perf_counter() - tick:.1f} s")
 
@@ -268,7 +271,8 @@ def finetune_dpo(
         trainer = build_trainer(wrap_model(net, train, env), batches, train, env, precision, 1, objective)
         resumed_from = resume_or_refuse(trainer, out_dir / "checkpoints", resume, train.reschedule, say)
         # attach_callbacks' own evaluation sets are placeholders: PreferenceEvaluation takes over the losses
-        inputs = TrainingData(batches, {"train": batches, "val": batches}, net.config.vocab_size, out_dir / "tokenizer")
+        placeholders = {"train": batches, "val": batches}
+        inputs = TrainingData(batches, placeholders, net.config.vocab_size, out_dir / "tokenizer")
         hooks = attach_callbacks(
             trainer, inputs, train, env, precision, out_dir=out_dir, run_info=run_info, resumed_from=resumed_from,
             flops_per_token=0.0, say=say, loss_fn=objective, sample_text=False, model_config=checkpoint_config,
@@ -309,7 +313,7 @@ def finetune_dpo(
             saved = save_result(out_dir, net, tok, lora_config, str(Path(model).resolve()), say)
         return {
             **summary, "out_dir": str(out_dir), **saved,
-            **{f"{name}_{key}": final[name][key] for name in ("val", "test") for key in ("accuracy", "margin", "loss")},
+            **{f"{name}_{key}": final[name][key] for name in ("val", "test") for key in ("accuracy", "margin")},
             "wall_seconds": round(time.perf_counter() - started, 1), "resumed_from": resumed_from,
         }  # fmt: skip
     finally:

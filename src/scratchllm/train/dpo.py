@@ -44,7 +44,9 @@ METRICS = ("loss", "chosen_reward", "rejected_reward", "margin", "accuracy")
 
 
 # ---------------------------------------------------------------------------------------------- the math
-def response_logprobs(model: nn.Module, input_ids: Tensor, response_mask: Tensor, *, average: bool = False) -> Tensor:
+def response_logprobs(
+    model: nn.Module, input_ids: Tensor, response_mask: Tensor, *, average: bool = False
+) -> Tensor:
     """``log p(response | prompt)`` of each row: summed (or averaged) over the tokens ``response_mask`` marks.
 
     ``input_ids`` [N, T] holds prompt + response (+ right padding); ``response_mask`` [N, T] is True at the
@@ -227,5 +229,6 @@ def describe(metrics: dict[str, Any]) -> str:
     """``loss 0.6931 | rewards chosen 0.000 rejected 0.000 | margin 0.000 | accuracy 0.00 %``."""
     return (
         f"loss {metrics['loss']:.4f} | rewards chosen {metrics['chosen_reward']:.3f} rejected "
-        f"{metrics['rejected_reward']:.3f} | margin {metrics['margin']:.3f} | accuracy {100 * metrics['accuracy']:.2f} %"
+        f"{metrics['rejected_reward']:.3f} | margin {metrics['margin']:.3f} | "
+        f"accuracy {100 * metrics['accuracy']:.2f} %"
     )

@@ -100,8 +100,9 @@ def plot_margins(rows: Sequence[dict[str, Any]], path: Path) -> None:
         if not mine:
             continue
         top.plot(steps, [float(r["margin"]) for r in mine], "o-", color=color, label=f"{split} margin")
-        top.plot(steps, [float(r["chosen_reward"]) for r in mine], "--", color=color, alpha=0.6, label=f"{split} chosen")
-        top.plot(steps, [float(r["rejected_reward"]) for r in mine], ":", color=color, alpha=0.6, label=f"{split} rejected")
+        for key, style in (("chosen_reward", "--"), ("rejected_reward", ":")):
+            label = f"{split} {key.split('_')[0]}"
+            top.plot(steps, [float(r[key]) for r in mine], style, color=color, alpha=0.6, label=label)
         bottom.plot(steps, [100 * float(r["accuracy"]) for r in mine], "s-", color=color, label=split)
     top.set_ylabel("reward (beta * log ratio)")
     top.axhline(0.0, color="gray", linewidth=0.8)
