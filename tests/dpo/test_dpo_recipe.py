@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from finetune.tiny_models import tiny_checkpoint
+from finetune.tiny_models import tiny_checkpoint, tiny_model
 from scratchllm.cli.parser import main
 
 GOOD = ["good", "happy", "great", "fine", "day"]
@@ -113,3 +113,21 @@ def test_a_token_budget_is_refused(ckpt, tmp_path, capsys) -> None:
     assert main(_args(ckpt, _data(tmp_path / "d.json", 8), tmp_path / "run", "--train.global-batch-tokens", "4096")) == 2
     assert "does not apply (a batch is a number of preference pairs)" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_given_reference_model(ckpt, tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    extra = ("--reference", str(ckpt), "--epochs", "1", "--examples", "0", "--train.eval-every", "0")
+    assert main(_args(ckpt, _data(tmp_path / "d.json", 24), out, *extra)) == 0
+    assert f"reference: {ckpt} (frozen)" in capsys.readouterr().err
+    start = [r for r in _rows(out) if r["step"] == "0"]
+    assert [float(r["loss"]) for r in start] == pytest.approx([math.log(2)] * 2, abs=1e-6)
+    import shutil
+
+    from scratchllm.weights import save_model
+
+    other = tmp_path / "other"
+    save_model(tiny_model(vocab_size=400, context_length=96), other)
+    shutil.copytree(ckpt / "tokenizer", other / "tokenizer")
+    assert main(_args(ckpt, _data(tmp_path / "d.json", 24), tmp_path / "run2", "--reference", str(other))) == 2
+    assert "the reference's vocabulary (400) differs from the model's" in capsys.readouterr().err
