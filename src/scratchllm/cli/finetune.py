@@ -48,7 +48,7 @@ def merge_lora(model: Path, adapter: Path, out: Path) -> None:
     from scratchllm.weights.adapters import apply_adapter
 
     loaded = load(model, dtype=torch.float32)
-    _, extra = apply_adapter(loaded.model, adapter)
+    _, extra = apply_adapter(loaded.model, adapter, full_precision_base=True)
     if extra:
         raise ScratchLLMError(
             f"{adapter}: holds more than adapters ({', '.join(sorted(extra))}); a classifier's head cannot merge "

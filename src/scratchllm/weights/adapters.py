@@ -75,9 +75,16 @@ def read_adapter(folder: str | Path) -> tuple[LoRAConfig, dict[str, Tensor], dic
     return lora, load_safetensors(folder / ADAPTER_FILE), config
 
 
-def apply_adapter(model: nn.Module, folder: str | Path) -> tuple[LoRAConfig, dict[str, Tensor]]:
-    """Re-create the adapter's LoRA layers on ``model`` and load its matrices; return settings and extras."""
+def apply_adapter(
+    model: nn.Module, folder: str | Path, *, full_precision_base: bool = False
+) -> tuple[LoRAConfig, dict[str, Tensor]]:
+    """Re-create the adapter's LoRA layers on ``model`` and load its matrices; return settings and extras.
+
+    ``full_precision_base`` keeps the base weights as loaded even if training kept them in bf16 (to merge).
+    """
     lora, tensors, config = read_adapter(folder)
+    if full_precision_base:
+        lora.base_bf16 = False
     extra_names = set(config.get("extra") or [])
     apply_lora(model, lora)
     adapters = {k: v for k, v in tensors.items() if k not in extra_names}
