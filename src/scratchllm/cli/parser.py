@@ -32,7 +32,7 @@ from typing import Any, Union
 
 from scratchllm.cli import convert, data, finetune, generate, serve, tokenizer
 from scratchllm.errors import ScratchLLMError
-from scratchllm.recipes import classify, demo, instruct, pretrain
+from scratchllm.recipes import classify, demo, dpo, instruct, pretrain
 from scratchllm.utf8 import read_utf8
 
 
@@ -55,7 +55,9 @@ COMMANDS: dict[str, Any] = {
     "demo": demo.demo,
     "serve": serve.serve,
     "chat": serve.chat,
-    "finetune": {"classify": classify.finetune_classify, "instruct": instruct.finetune_instruct},
+    "finetune": {
+        "classify": classify.finetune_classify, "instruct": instruct.finetune_instruct, "dpo": dpo.finetune_dpo,
+    },
     "classify": Command(finetune.classify, positional="texts"),
     "merge-lora": finetune.merge_lora,
 }
