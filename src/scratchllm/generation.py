@@ -213,7 +213,11 @@ def generate(
 
 # ---------------------------------------------------------------------------------------- text
 def _default_eos(tokenizer: Any, eos_id: int | None) -> int | None:
-    return eos_id if eos_id is not None else getattr(tokenizer, "eot_id", None)
+    """The tokenizer's end-of-sequence id (a chat model's end-of-turn, e.g. ``<|im_end|>``), else ``<|endoftext|>``."""
+    if eos_id is not None:
+        return eos_id
+    own = getattr(tokenizer, "eos_id", None)
+    return own if own is not None else getattr(tokenizer, "eot_id", None)
 
 
 def stream(

@@ -118,6 +118,10 @@ class Tokenizer(ABC):
         disallowed_special: SpecialSet = "all",
     ) -> list[list[int]]:
         """Encode many texts; threads help when the encoder releases the GIL (the tiktoken backend does)."""
+        if allowed_special == frozenset() and disallowed_special == "all":
+            fast = self._encode_ordinary_batch(texts, num_threads)
+            if fast is not None:
+                return fast
 
         def one(text: str) -> list[int]:
             return self.encode(text, allowed_special=allowed_special, disallowed_special=disallowed_special)
@@ -126,6 +130,10 @@ class Tokenizer(ABC):
             return [one(t) for t in texts]
         with ThreadPoolExecutor(max_workers=num_threads) as pool:
             return list(pool.map(one, texts))
+
+    def _encode_ordinary_batch(self, texts: Sequence[str], num_threads: int) -> list[list[int]] | None:
+        """A backend's own batch encoder for texts without special tokens, or ``None`` to encode one by one."""
+        return None
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         """Concatenate the bytes of ``ids`` (a token may hold part of a UTF-8 character)."""

@@ -278,18 +278,12 @@ class BPETokenizer(Tokenizer):
         allowed = self._special_plan(text, allowed_special, disallowed_special)
         return self._tiktoken.encode(text, allowed_special=allowed, disallowed_special=())
 
-    def encode_batch(
-        self,
-        texts: Sequence[str],
-        num_threads: int = 8,
-        allowed_special: SpecialSet = frozenset(),
-        disallowed_special: SpecialSet = "all",
-    ) -> list[list[int]]:
-        if self._tiktoken is not None and allowed_special == frozenset() and disallowed_special == "all":
-            for text in texts:  # same check tiktoken does, but with our error type
-                self._special_plan(text, allowed_special, disallowed_special)
-            return self._tiktoken.encode_ordinary_batch(list(texts), num_threads=num_threads)
-        return super().encode_batch(texts, num_threads, allowed_special, disallowed_special)
+    def _encode_ordinary_batch(self, texts: Sequence[str], num_threads: int) -> list[list[int]] | None:
+        if self._tiktoken is None:
+            return None
+        for text in texts:  # same check tiktoken does, but with our error type
+            self._special_plan(text, frozenset(), "all")
+        return self._tiktoken.encode_ordinary_batch(list(texts), num_threads=num_threads)
 
     # ------------------------------------------------------------------------------------------ decode
     def token_bytes(self, token_id: int) -> bytes:

@@ -3,7 +3,10 @@
 * :mod:`scratchllm.weights.checkpoint` - our format (``model.safetensors`` + ``config.json``) and the folder
   helpers every format shares (atomic writes, checked loading);
 * :mod:`scratchllm.weights.hf` - Hugging Face GPT-2, Llama, Qwen2 and Qwen3 folders, with the name maps both
-  ways.
+  ways;
+* :mod:`scratchllm.weights.gguf` - llama.cpp's GGUF files, read and written with the ``gguf`` package;
+* :mod:`scratchllm.weights.loading` - :func:`load`, the one entry point: model + tokenizer + chat template from
+  any of the three.
 
 This module re-exports the public API.
 """
@@ -20,16 +23,20 @@ from scratchllm.weights.hf import (
     state_dict_to_hf,
     to_hf,
 )
+from scratchllm.weights.loading import LoadedModel, load, model_source
 
 __all__ = [
     "CONFIG_FILE",
+    "LoadedModel",
     "FORMAT",
     "WEIGHTS_FILE",
     "config_from_hf",
     "from_hf",
     "hf_config_from",
+    "load",
     "load_model",
     "model_from_hf_tensors",
+    "model_source",
     "save_model",
     "state_dict_from_hf",
     "state_dict_to_hf",

@@ -1,0 +1,119 @@
+"""``load(path)``: one entry point for every model source the framework reads.
+
+A model is only usable with the tokenizer it was trained with (and, for a chat model, its chat template), so
+the three always travel together. The source is recognised from the path:
+
+* a ``.gguf`` file: llama.cpp's single-file format; config, weights, tokenizer and template all inside it;
+* a folder whose ``config.json`` says ``"format": "scratchllm"``: our checkpoint; its tokenizer is
+  ``MODEL/tokenizer`` or, for a pretraining checkpoint ``RUN/checkpoints/step-N``, the run's ``RUN/tokenizer``;
+* any other folder with a ``config.json``: a Hugging Face folder with ``tokenizer.json`` (or GPT-2's vocabulary
+  files) beside the weights and the chat template in ``tokenizer_config.json``.
+
+Every command that takes ``--model`` goes through :func:`load`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from scratchllm.errors import ScratchLLMError
+from scratchllm.model import GPTModel
+from scratchllm.tokenizer.base import Tokenizer
+from scratchllm.weights.checkpoint import CONFIG_FILE, FORMAT, check_folder, read_json
+
+Source = Literal["scratchllm", "hf", "gguf"]
+
+
+@dataclass
+class LoadedModel:
+    """A model with the tokenizer and chat template that belong to it.
+
+    ``chat_template`` is the model's own Jinja template, or ``None`` when it has none (our pretrained GPTs,
+    base models): :func:`scratchllm.tokenizer.chat.tokenizer_chat` then falls back to the default template.
+    """
+
+    model: GPTModel
+    tokenizer: Tokenizer
+    chat_template: str | None
+    source: Source
+    path: Path
+
+
+def model_source(path: str | Path) -> Source:
+    """Which format ``path`` holds, from its name and ``config.json`` alone (no weights read)."""
+    path = Path(path)
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ScratchLLMError(f"{path}: GGUF file not found")
+        return "gguf"
+    folder = check_folder(path)
+    return "scratchllm" if read_json(folder / CONFIG_FILE).get("format") == FORMAT else "hf"
+
+
+def checkpoint_tokenizer_dir(model: str | Path) -> Path:
+    """The tokenizer of our checkpoint: ``MODEL/tokenizer``, else the run's (``RUN/checkpoints/step-N``)."""
+    model = Path(model)
+    for candidate in (model / "tokenizer", model.parent.parent / "tokenizer"):
+        if candidate.is_dir():
+            return candidate
+    raise ScratchLLMError(
+        f"{model}: no tokenizer beside this checkpoint (looked for {model / 'tokenizer'} and "
+        f"{model.parent.parent / 'tokenizer'}); pass --tokenizer"
+    )
+
+
+def check_vocabulary(model: GPTModel, tokenizer: Tokenizer, where: str) -> None:
+    """Refuse a tokenizer that produces ids the model has no embedding for.
+
+    A model may have *more* rows than the tokenizer has ids (vocabularies padded to a multiple of 64, as
+    many open models are), never fewer.
+    """
+    n_tok, n_model = tokenizer.vocab_size, model.config.vocab_size
+    if n_tok > n_model:
+        raise ScratchLLMError(
+            f"{where}: the tokenizer has {n_tok:,} ids but the model's vocabulary has only {n_model:,} rows; "
+            "the model and the tokenizer do not belong together"
+        )
+
+
+def load(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+    tokenizer: str | Path | None = None,
+) -> LoadedModel:
+    """Load a model, its tokenizer and its chat template from our checkpoint, a Hugging Face folder or a GGUF file.
+
+    Args:
+        path: the checkpoint folder, Hugging Face folder or ``.gguf`` file.
+        device: where the weights go.
+        dtype: convert the weights to this dtype (default: as stored; a GGUF file dequantizes to float32).
+        tokenizer: use this tokenizer (folder or file) instead of the model's own.
+    """
+    from scratchllm import tokenizer as tokenizers
+
+    path = Path(path)
+    source = model_source(path)
+    if source == "gguf":
+        from scratchllm.weights.gguf import read_gguf
+        from scratchllm.weights.hf import model_from_hf_tensors
+
+        contents = read_gguf(path, dtype or torch.float32)
+        model = model_from_hf_tensors(contents.hf_config, contents.tensors, str(path), device=device, dtype=dtype)
+        tok, template = contents.tokenizer, contents.chat_template
+    else:
+        from scratchllm.weights.checkpoint import load_model
+
+        model = load_model(path, device=device, dtype=dtype)
+        tok_path = path if source == "hf" else checkpoint_tokenizer_dir(path) if tokenizer is None else None
+        tok = tokenizers.load(tok_path) if tok_path is not None else None
+        template = getattr(tok, "chat_template", None)
+    if tokenizer is not None:
+        tok = tokenizers.load(tokenizer)
+        template = getattr(tok, "chat_template", None) or template
+    check_vocabulary(model, tok, str(path))
+    return LoadedModel(model=model, tokenizer=tok, chat_template=template, source=source, path=path)
