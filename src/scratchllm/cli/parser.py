@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
-from scratchllm.cli import data, generate, tokenizer
+from scratchllm.cli import data, evaluate, generate, tokenizer
 from scratchllm.errors import ScratchLLMError
 from scratchllm.recipes import demo, pretrain
 from scratchllm.utf8 import read_utf8
@@ -52,6 +52,7 @@ COMMANDS: dict[str, Any] = {
     "pretrain": pretrain.pretrain,
     "generate": generate.generate,
     "demo": demo.demo,
+    "evaluate": {"perplexity": evaluate.perplexity, "choice": evaluate.choice, "judge": evaluate.judge},
 }
 
 
