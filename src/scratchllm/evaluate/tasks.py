@@ -317,9 +317,10 @@ def _choices(record: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
     return tuple(choices)
 
 
-def _answer(value: Any, choices: tuple[str, ...], where: str) -> int:
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        value = int(value)  # HellaSwag stores its label as a string
+def _answer(value: Any, choices: tuple[str, ...], where: str, text_is_index: bool = False) -> int:
+    """An integer answer is an index; a string one is the answer's text (HellaSwag: an index as text)."""
+    if text_is_index and isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(choices):
         return value
     if isinstance(value, str) and value in choices:
@@ -343,7 +344,7 @@ def hellaswag_question(record: dict[str, Any], where: str) -> Question:
     label = record.get("activity_label")
     query = hellaswag_preprocess(f"{label}: {ctx}" if isinstance(label, str) else ctx)
     endings = tuple(hellaswag_preprocess(e) for e in _choices(record, "endings", where))
-    return Question(query, endings, _answer(record.get("label"), endings, where))
+    return Question(query, endings, _answer(record.get("label"), endings, where, text_is_index=True))
 
 
 def generic_question(record: dict[str, Any], where: str) -> Question:
