@@ -120,3 +120,14 @@ def test_too_many_shots_is_refused(tiny_model) -> None:
     subject = Subject("toy", [Question("q", ("a", "b"), 0)], dev=[Question("d", ("a", "b"), 1)])
     with pytest.raises(ScratchLLMError, match="subject toy: 2 shots asked for but its dev split has 1"):
         evaluate_subject(tiny_model(), CharTokenizer(), subject, shots=2)
+
+
+def test_shared_prefix_runs_once(tiny_model) -> None:
+    """Few-shot prompts share their start: it runs once (batch 1), then each batch only runs what follows it."""
+    model = tiny_model("llama")
+    requests = random_requests(6, prefix=20, lengths=(1, 5), cont_lengths=(1, 2), seed=5)
+    shapes = []
+    model.register_forward_pre_hook(lambda module, args: shapes.append(tuple(args[0].shape)))
+    score_requests(model, requests, batch_size=3)
+    assert shapes[0] == (1, 20)
+    assert all(rows == 3 and width <= 4 for rows, width in shapes[1:]) and len(shapes) == 3
