@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import scratchllm.tokenizer
+import scratchllm.weights.loading
 from scratchllm.cli import main
 from scratchllm.config import ModelConfig
 from scratchllm.generation import generate
@@ -17,15 +18,20 @@ from scratchllm.weights import save_model, to_hf
 from text_doubles import ByteTokenizer
 
 
+class CountedBytes(ByteTokenizer):
+    vocab_size = 257
+
+
 @pytest.fixture
 def byte_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, GPTModel]:
+    """A checkpoint whose tokenizer is one token per byte; ``loaded_tokenizers`` records the paths asked for."""
     loaded: list[Path] = []
 
-    def load(folder: Path) -> ByteTokenizer:
-        loaded.append(Path(folder))
-        return ByteTokenizer()
+    def load_tokenizer(path: Path, backend: str = "auto") -> ByteTokenizer:
+        loaded.append(Path(path))
+        return CountedBytes()
 
-    monkeypatch.setattr(scratchllm.tokenizer, "load", load, raising=False)
+    monkeypatch.setattr(scratchllm.weights.loading, "load_tokenizer", load_tokenizer)
     torch.manual_seed(0)
     model = GPTModel(ModelConfig(vocab_size=257, context_length=24, emb_dim=32, n_heads=4, n_layers=2)).eval()
     with torch.no_grad():
@@ -48,16 +54,15 @@ def test_generate_prints_prompt_and_continuation(byte_model, capsys) -> None:
     assert main(["generate", "--model", str(folder), "--prompt", "abc", "--max-new-tokens", "12"]) == 0
     out = capsys.readouterr().out
     assert out == "abc" + _expected(model, "abc", 12) + "\n"
-    assert model.loaded_tokenizers == [folder]  # no MODEL/tokenizer folder: the model folder itself
+    assert model.loaded_tokenizers == [folder]  # the model's own tokenizer (MODEL/tokenizer, found by weights.load)
     # Streaming, no cache and no echo print the same continuation.
     args = ["generate", "--model", str(folder), "--prompt", "abc", "--max-new-tokens", "12"]
     assert main([*args, "--stream", "--no-cache", "--no-echo"]) == 0
     assert capsys.readouterr().out == _expected(model, "abc", 12) + "\n"
 
 
-def test_generate_sampling_is_reproducible_and_tokenizer_dir(byte_model, capsys, tmp_path: Path) -> None:
+def test_generate_sampling_is_reproducible_and_tokenizer_override(byte_model, capsys, tmp_path: Path) -> None:
     folder, model = byte_model
-    (folder / "tokenizer").mkdir()
     args = ["generate", "--model", str(folder), "--prompt", "hi", "--max-new-tokens", "10", "--no-echo"]
     sample = ["--temperature", "1.0", "--top-k", "40", "--top-p", "0.95", "--seed", "5"]
     assert main([*args, *sample]) == 0
@@ -65,9 +70,9 @@ def test_generate_sampling_is_reproducible_and_tokenizer_dir(byte_model, capsys,
     assert main([*args, *sample]) == 0
     assert capsys.readouterr().out == first
     assert first == _expected(model, "hi", 10, temperature=1.0, top_k=40, top_p=0.95, seed=5) + "\n"
-    assert model.loaded_tokenizers[-1] == folder / "tokenizer"
+    assert model.loaded_tokenizers == [folder, folder]
     assert main([*args, "--tokenizer", str(tmp_path)]) == 0
-    assert model.loaded_tokenizers[-1] == tmp_path
+    assert model.loaded_tokenizers == [folder, folder, tmp_path]  # the override alone is read
 
 
 @pytest.mark.parametrize(
@@ -161,3 +166,38 @@ def test_auto_device_prefers_cuda_then_mps_then_cpu(monkeypatch) -> None:
     assert devices.resolve_device("auto") == torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert devices.resolve_device("auto", local_rank=1) == torch.device("cuda", 1)
+
+
+def test_chat_wraps_the_prompt_in_the_default_template(byte_model, capsys) -> None:
+    """Our GPTs have no template of their own: --chat uses the default one and prints the reply alone."""
+    folder, model = byte_model
+    args = ["generate", "--model", str(folder), "--prompt", "hi", "--max-new-tokens", "6", "--chat"]
+    assert main(args) == 0
+    assert capsys.readouterr().out == _expected(model, "User: hi\n\nAssistant:", 6) + "\n"
+    assert main([*args, "--system", "Be brief.", "--echo"]) == 0
+    templated = "System: Be brief.\n\nUser: hi\n\nAssistant:"
+    assert capsys.readouterr().out == templated + _expected(model, templated, 6) + "\n"
+
+
+def test_system_without_chat_is_refused(byte_model, capsys) -> None:
+    folder, _ = byte_model
+    assert main(["generate", "--model", str(folder), "--prompt", "a", "--system", "x"]) == 2
+    assert capsys.readouterr().err == "scratchllm: error: --system needs --chat (a system message only exists in a chat template)\n"
+
+
+def test_generate_from_a_gguf_file(tmp_path: Path, capsys) -> None:
+    """A .gguf file goes through weights.load like a folder: its own tokenizer, its own chat template."""
+    from scratchllm.weights.gguf import write_gguf
+    from scratchllm.weights.hf import hf_config_from, state_dict_to_hf
+    from tiny_models import tiny_config, tiny_tokenizer, trained
+
+    model = trained(tiny_config("llama"))
+    template = "{% for m in messages %}{{ m['content'] }}{% endfor %} ->"
+    path = write_gguf(hf_config_from(model.config), state_dict_to_hf(model, model.config), tiny_tokenizer(),
+                      template, tmp_path / "m.gguf", "f32")
+    tok = tiny_tokenizer()
+    for flags, prompt in (([], "Once upon a time"), (["--chat"], "Once upon a time ->")):
+        assert main(["generate", "--model", str(path), "--prompt", "Once upon a time", "--no-echo",
+                     "--max-new-tokens", "12", *flags]) == 0
+        expected = tok.decode(generate(model, [tok.encode(prompt)], 12, eos_id=tok.eot_id)[0])
+        assert capsys.readouterr().out == expected + "\n"

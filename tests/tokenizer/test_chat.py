@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from dev_deps import require
 from scratchllm.errors import ScratchLLMError
 from scratchllm.tokenizer.chat import DEFAULT_CHAT_TEMPLATE, TemplateError, render_chat
 
@@ -75,8 +76,8 @@ CONVERSATIONS = {
 @pytest.fixture(scope="module")
 def hf_tokenizer():
     """A transformers tokenizer (any vocabulary will do: only its template rendering is used)."""
-    tokenizers = pytest.importorskip("tokenizers")
-    transformers = pytest.importorskip("transformers")
+    tokenizers = require("tokenizers")
+    transformers = require("transformers")
     backend = tokenizers.Tokenizer(tokenizers.models.BPE(vocab={"a": 0, "<s>": 1, "</s>": 2}, merges=[]))
     return transformers.PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>")
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from dev_deps import require
 from scratchllm.errors import ScratchLLMError
 from scratchllm.tokenizer import load
 from scratchllm.tokenizer.hf import (
@@ -66,7 +67,7 @@ def _pre_tokenizers():
 @pytest.fixture(scope="module")
 def gpt2_reference(gpt2_tokenizer_dir: Path):
     """A function building GPT-2's vocabulary in ``tokenizers`` under a named pre-tokenizer."""
-    tokenizers = pytest.importorskip("tokenizers")
+    tokenizers = require("tokenizers")
     from tokenizers import AddedToken, decoders, models
 
     def build(kind: str):
@@ -112,7 +113,7 @@ def test_merges_in_string_form_give_the_same_tokenizer(gpt2_reference) -> None:
 
 def test_vocabulary_trained_by_tokenizers(tmp_path: Path) -> None:
     """Hugging Face's own trainer: specials take ids 0..2, the merges follow the byte alphabet."""
-    tokenizers = pytest.importorskip("tokenizers")
+    tokenizers = require("tokenizers")
     from tokenizers import decoders, models, pre_tokenizers, trainers
 
     ref = tokenizers.Tokenizer(models.BPE())
@@ -170,7 +171,7 @@ def test_special_tokens_follow_tiktoken_rules(gpt2_reference, tmp_path: Path) ->
 
 
 def test_save_writes_a_tokenizer_json_the_library_loads(gpt2_reference, tmp_path: Path) -> None:
-    tokenizers = pytest.importorskip("tokenizers")
+    tokenizers = require("tokenizers")
     ref = gpt2_reference("qwen2")
     ours = from_tokenizer_json(json.loads(ref.to_str()))
     ours.save(tmp_path / "saved")
@@ -185,7 +186,7 @@ def test_save_writes_a_tokenizer_json_the_library_loads(gpt2_reference, tmp_path
 
 def test_transformers_loads_the_saved_folder(gpt2_reference, tmp_path: Path) -> None:
     """What we save is a Hugging Face tokenizer folder: AutoTokenizer reads it to the same ids and specials."""
-    transformers = pytest.importorskip("transformers")
+    transformers = require("transformers")
     ours = from_tokenizer_json(
         json.loads(gpt2_reference("smollm2").to_str()),
         {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "chat_template": "{{ bos_token }}"},

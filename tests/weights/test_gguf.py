@@ -1,25 +1,26 @@
 """GGUF files: read (config, dequantized tensors under Hugging Face names, tokenizer, chat template) and write.
 
-Fast tests use tiny random models written by :func:`write_gguf` (and by ``gguf.GGUFWriter`` directly for the
-storage types we do not write). Tests marked ``slow`` use the real SmolLM2 file with transformers as the
-reference: tensors, tokenizer ids and chat prompts must match what transformers makes of the same file.
+Most tests use tiny random models written by :func:`write_gguf` (and by ``gguf.GGUFWriter`` directly for the
+storage types we do not write). The last ones use the real SmolLM2 file with transformers as the reference
+(loaded once per session, see conftest.py): tensors, tokenizer ids and chat prompts must match what
+transformers makes of the same file.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import gguf
 import numpy as np
 import pytest
 import torch
 
+from dev_deps import require
 from scratchllm.errors import ScratchLLMError
 from scratchllm.tokenizer import load, train_bpe
 from scratchllm.tokenizer.chat import render_chat
 from scratchllm.tokenizer.hf import HFTokenizer, to_hf_tokenizer
 from scratchllm.weights.gguf import _permute_rows, gguf_tokenizer, read_gguf, write_gguf
-
-pytest.importorskip("gguf")
 
 CHATML = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n'}}"
@@ -125,8 +126,6 @@ def test_f16_and_q8_0_within_quantisation_error(tokenizer, tmp_path: Path, file_
 
 def test_llama3_rope_scaling_travels_as_rope_freqs(tokenizer, tmp_path: Path) -> None:
     """llama.cpp keeps Llama 3.x's rope scaling as a ``rope_freqs.weight`` tensor; we write it and recover the dict."""
-    import gguf
-
     scaling = {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                "original_max_position_embeddings": 8192}
     config = llama_config(vocab_size=tokenizer.vocab_size) | {"rope_scaling": scaling, "head_dim": 64}
@@ -178,8 +177,6 @@ def test_gpt2_round_trip_with_padded_vocabulary(tmp_path: Path, tokenizer) -> No
 def test_llama_rows_are_permuted_in_the_file_and_back(tokenizer, tmp_path: Path) -> None:
     """The file holds llama.cpp's interleaved q/k order for llama; qwen2 keeps Hugging Face's (as llama.cpp's
     converter writes them: qwen2/qwen3 use the NeoX rotation, which is Hugging Face's rotate-half)."""
-    import gguf
-
     for arch, permuted in (("LlamaForCausalLM", True), ("Qwen2ForCausalLM", False)):
         config = llama_config(arch, tokenizer.vocab_size)
         tensors = random_tensors(config)
@@ -196,8 +193,6 @@ def test_llama_rows_are_permuted_in_the_file_and_back(tokenizer, tmp_path: Path)
 
 def test_every_dequantizable_type_lands_under_its_name(tokenizer, tmp_path: Path) -> None:
     """Tensors stored as F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K, Q6_K dequantize exactly as the gguf package says."""
-    import gguf
-
     kinds = gguf.GGMLQuantizationType
     config = llama_config(vocab_size=tokenizer.vocab_size)
     config["hidden_size"] = config["intermediate_size"] = 256
@@ -251,8 +246,6 @@ def test_every_dequantizable_type_lands_under_its_name(tokenizer, tmp_path: Path
 def _rewrite(src: Path, dst: Path, change, types: dict | None = None) -> Path:
     """Copy a GGUF file field by field and tensor by tensor, letting ``change(key_or_name, value)`` edit it
     (None drops it) and ``types`` re-declare tensors' storage types."""
-    import gguf
-
     reader = gguf.GGUFReader(src)
     arch = change("general.architecture", reader.fields["general.architecture"].contents())
     writer = gguf.GGUFWriter(dst, arch)
@@ -294,8 +287,6 @@ def test_bad_files_get_one_line(tokenizer, tmp_path: Path, edit: dict, message: 
 
 
 def test_undequantizable_type_and_truncated_file(tokenizer, tmp_path: Path) -> None:
-    import gguf
-
     config = llama_config(vocab_size=tokenizer.vocab_size)
     good = write_gguf(config, random_tensors(config), tokenizer, None, tmp_path / "good.gguf", "f32")
     data = good.read_bytes()
@@ -333,10 +324,9 @@ def smol_tokenizer(smollm2_gguf: Path) -> HFTokenizer:
     return gguf_tokenizer(smollm2_gguf)
 
 
-@pytest.mark.slow
 def test_real_file_tokenizer_equals_smollm2_tokenizer_json(smol_tokenizer: HFTokenizer) -> None:
     """SmolLM2's own tokenizer.json (Digits(individual) + ByteLevel) built by ``tokenizers`` from the same vocab."""
-    tokenizers = pytest.importorskip("tokenizers")
+    tokenizers = require("tokenizers")
     import json
 
     ref = tokenizers.Tokenizer.from_str(json.dumps(smol_tokenizer.to_json()))
@@ -358,7 +348,6 @@ def test_load_accepts_a_gguf_file(tokenizer, tmp_path: Path) -> None:
     assert loaded.encode(TEXTS[0]) == tokenizer.encode(TEXTS[0])
 
 
-@pytest.mark.slow
 def test_real_tokenizer_round_trips_through_export(smol_tokenizer: HFTokenizer, tmp_path: Path) -> None:
     config = llama_config(vocab_size=smol_tokenizer.vocab_size)
     config |= {"num_hidden_layers": 1, "hidden_size": 32, "intermediate_size": 32, "head_dim": 8}
@@ -370,20 +359,8 @@ def test_real_tokenizer_round_trips_through_export(smol_tokenizer: HFTokenizer, 
         assert again.encode(text, allowed_special="all") == smol_tokenizer.encode(text, allowed_special="all")
 
 
-@pytest.fixture(scope="module")
-def transformers_smollm2(smollm2_gguf: Path):
-    """transformers' own reading of the file: model state dict, config and tokenizer (one load per module)."""
-    transformers = pytest.importorskip("transformers")
-    pytest.importorskip("accelerate")
-    kwargs = {"gguf_file": smollm2_gguf.name}
-    model = transformers.AutoModelForCausalLM.from_pretrained(smollm2_gguf.parent, dtype=torch.float32, **kwargs)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(smollm2_gguf.parent, **kwargs)
-    return model, tokenizer
-
-
-@pytest.mark.slow
-def test_real_file_tensors_equal_transformers(smollm2_gguf: Path, transformers_smollm2) -> None:
-    model, _ = transformers_smollm2
+def test_real_file_tensors_equal_transformers(smollm2_gguf: Path, hf_smollm2) -> None:
+    model = hf_smollm2
     ours = read_gguf(smollm2_gguf)
     print(f"read_gguf({smollm2_gguf.name}): {ours.load_seconds:.1f} s")
     reference = model.state_dict()
@@ -400,9 +377,8 @@ def test_real_file_tensors_equal_transformers(smollm2_gguf: Path, transformers_s
     assert ours.hf_config["rope_theta"] == model.config.rope_parameters["rope_theta"]
 
 
-@pytest.mark.slow
-def test_real_file_tokenizer_and_chat_equal_transformers(smol_tokenizer: HFTokenizer, transformers_smollm2) -> None:
-    _, reference = transformers_smollm2
+def test_real_file_tokenizer_and_chat_equal_transformers(smol_tokenizer: HFTokenizer, hf_smollm2_tokenizer) -> None:
+    reference = hf_smollm2_tokenizer
     # transformers gives this file GPT-2's pre-tokenizer, without SmolLM2's one-digit split: texts without digits
     texts = ["Hello world, it's a test!", "中文测试，你好世界。", "def f(x):\n    return x  # 😀 ok",
              "  spaces\n\n and tabs\t", "<|im_start|>user\nHi there<|im_end|>\n<|endoftext|>"]
@@ -418,10 +394,9 @@ def test_real_file_tokenizer_and_chat_equal_transformers(smol_tokenizer: HFToken
 
 
 @pytest.mark.parametrize("arch", ["LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"])
-def test_transformers_reads_our_export_as_we_do(tokenizer, tmp_path: Path, arch: str) -> None:
+def test_transformers_reads_our_export_as_we_do(tokenizer, transformers, tmp_path: Path, arch: str) -> None:
     """transformers' own GGUF reader (its q/k un-permutation for llama, none for qwen2/qwen3) gets our tensors."""
-    transformers = pytest.importorskip("transformers")
-    pytest.importorskip("accelerate")
+    require("accelerate")
     config = llama_config(arch, tokenizer.vocab_size, tied=False)
     if arch == "Qwen3ForCausalLM":  # transformers ignores qwen3.attention.key_length and assumes Qwen3's 128
         config["head_dim"] = 128
@@ -442,8 +417,6 @@ def test_transformers_reads_our_export_as_we_do(tokenizer, tmp_path: Path, arch:
 @pytest.mark.parametrize("pre", ["gpt-2", "smollm", "llama-bpe", "qwen2", "default"])
 def test_each_pre_tokenizer_name_round_trips(tokenizer, tmp_path: Path, pre: str) -> None:
     """A tokenizer splitting like ``pre`` is written under that llama.cpp name and read back splitting the same."""
-    import gguf
-
     from scratchllm.weights.gguf import GGUF_PRE
 
     splitting = GGUF_PRE[pre]

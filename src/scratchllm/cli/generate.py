@@ -1,4 +1,4 @@
-"""``scratchllm generate``: text from a checkpoint, on the device the user names (or the best one present)."""
+"""``scratchllm generate``: text from any model :func:`scratchllm.weights.load` reads, on the device the user names."""
 
 from __future__ import annotations
 
@@ -8,20 +8,12 @@ from pathlib import Path
 from scratchllm.errors import ScratchLLMError
 
 
-def _tokenizer_dir(model: Path, tokenizer: Path | None) -> Path:
-    if tokenizer is not None:
-        return tokenizer
-    # MODEL/tokenizer, or the run folder's copy for a pretraining checkpoint (RUN/checkpoints/step-N)
-    for candidate in (model / "tokenizer", model.parent.parent / "tokenizer"):
-        if candidate.is_dir():
-            return candidate
-    return model  # a Hugging Face folder keeps vocab.json + merges.txt beside the weights
-
-
 def generate(
     model: Path,
     prompt: str,
     tokenizer: Path | None = None,
+    chat: bool = False,
+    system: str | None = None,
     max_new_tokens: int = 100,
     temperature: float = 0.0,
     top_k: int | None = None,
@@ -30,16 +22,18 @@ def generate(
     stream: bool = False,
     cache: bool = True,
     strict_context: bool = False,
-    echo: bool = True,
+    echo: bool | None = None,
     device: str = "auto",
 ) -> None:
-    """Generate text from a checkpoint and print it to stdout.
+    """Generate text from a model and print it to stdout.
 
     Args:
-        model: our checkpoint folder or a Hugging Face GPT-2 folder.
-        prompt: text to continue.
-        tokenizer: tokenizer folder; defaults to MODEL/tokenizer, then the run's tokenizer for a RUN/checkpoints/step-N folder, else MODEL itself.
-        max_new_tokens: how many tokens to generate at most (stops earlier at <|endoftext|>).
+        model: our checkpoint folder, a Hugging Face folder (Llama, Qwen2, Qwen3, GPT-2) or a .gguf file.
+        prompt: text to continue or, with --chat, the user's message.
+        tokenizer: use this tokenizer (folder or .gguf file) instead of the model's own.
+        chat: wrap --prompt in the model's chat template (our GPTs: a plain "User: ... Assistant:" one) and print the reply.
+        system: with --chat, a system message before the prompt.
+        max_new_tokens: how many tokens to generate at most (stops earlier at the tokenizer's end-of-sequence token).
         temperature: 0 picks the most likely token (greedy); higher values sample more freely.
         top_k: sample only among the k most likely tokens.
         top_p: sample only among the most likely tokens whose probabilities add up to p (0 < p <= 1).
@@ -47,7 +41,7 @@ def generate(
         stream: print text as it is generated.
         cache: use the KV cache (--no-cache recomputes the whole sequence every step; same output, slower).
         strict_context: fail, instead of keeping only the last context_length tokens, when the prompt is too long.
-        echo: print the prompt before the continuation.
+        echo: print the prompt (with --chat: the whole templated prompt) before the continuation; default: yes without --chat, no with it.
         device: cpu, cuda, cuda:N, mps, or auto (cuda when available, then mps, then cpu).
     """
     from scratchllm.generation import check_sampling
@@ -55,23 +49,30 @@ def generate(
     check_sampling(temperature, top_k, top_p)
     if max_new_tokens < 1:
         raise ScratchLLMError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
+    if system is not None and not chat:
+        raise ScratchLLMError("--system needs --chat (a system message only exists in a chat template)")
 
     from scratchllm import generation
-    from scratchllm import tokenizer as tokenizers
     from scratchllm.model import optimize_for_decoding
+    from scratchllm.tokenizer.chat import tokenizer_chat
     from scratchllm.train.device import resolve_device
-    from scratchllm.weights import load_model
+    from scratchllm.weights import load
 
     where = resolve_device(device, option="--device")
-    net = optimize_for_decoding(load_model(model, device=where))
-    tok = tokenizers.load(_tokenizer_dir(model, tokenizer))
-    n_prompt = len(tok.encode(prompt, allowed_special="all"))
+    loaded = load(model, device=where, tokenizer=tokenizer)
+    net, tok = optimize_for_decoding(loaded.model), loaded.tokenizer
+    if chat:
+        messages = [{"role": "system", "content": system}] if system is not None else []
+        text = tokenizer_chat(tok, [*messages, {"role": "user", "content": prompt}], template=loaded.chat_template)
+    else:
+        bos = getattr(tok, "bos_token", None)
+        needs_bos = getattr(tok, "add_bos_token", False) and bos and not prompt.startswith(bos)
+        text = bos + prompt if needs_bos else prompt  # as the model saw text in training (Llama 3: <|begin_of_text|>)
+    n_prompt = len(tok.encode(text, allowed_special="all"))
     ctx = net.config.context_length
     if n_prompt > ctx:
         if strict_context:
-            raise ScratchLLMError(
-                f"--prompt has {n_prompt} tokens, more than the model's context_length {ctx}"
-            )
+            raise ScratchLLMError(f"--prompt has {n_prompt} tokens, more than the model's context_length {ctx}")
         print(
             f"scratchllm: warning: the prompt has {n_prompt} tokens; only the last {ctx} (context_length) are used",
             file=sys.stderr,
@@ -84,11 +85,11 @@ def generate(
         use_cache=cache,
         seed=seed,
     )
-    if echo:
-        print(prompt, end="", flush=stream)
+    if echo if echo is not None else not chat:
+        print(text if chat else prompt, end="", flush=stream)
     if stream:
-        for piece in generation.stream(net, tok, prompt, **options):
+        for piece in generation.stream(net, tok, text, **options):
             print(piece, end="", flush=True)
         print()
     else:
-        print(generation.generate_text(net, tok, prompt, **options))
+        print(generation.generate_text(net, tok, text, **options))

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
-from scratchllm.cli import data, evaluate, generate, tokenizer
+from scratchllm.cli import convert, data, evaluate, generate, tokenizer
 from scratchllm.errors import ScratchLLMError
 from scratchllm.recipes import demo, pretrain
 from scratchllm.utf8 import read_utf8
@@ -51,6 +51,7 @@ COMMANDS: dict[str, Any] = {
     "download": Command(data.download, positional="name"),
     "pretrain": pretrain.pretrain,
     "generate": generate.generate,
+    "convert": convert.convert,
     "demo": demo.demo,
     "evaluate": {"perplexity": evaluate.perplexity, "choice": evaluate.choice, "judge": evaluate.judge},
 }

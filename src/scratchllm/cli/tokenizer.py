@@ -54,15 +54,15 @@ def encode(
     """Encode stdin to token ids on stdout (space separated).
 
     Args:
-        tokenizer: tokenizer folder.
+        tokenizer: tokenizer folder or .gguf file, or a model (our checkpoint, a Hugging Face folder) to use its tokenizer.
         show: print one token per line: its id and its text (bytes when not valid UTF-8 on their own).
         specials: special-token text in the input: an error, encoded as the special id, or encoded as text.
         errors: bytes of stdin that are not UTF-8: an error, or replaced with U+FFFD.
         backend: BPE encoder: tiktoken when installed (auto), the Python reference, or tiktoken.
     """
-    from scratchllm.tokenizer import load
+    from scratchllm.weights.loading import load_tokenizer
 
-    tok = load(tokenizer, backend=backend)
+    tok = load_tokenizer(tokenizer, backend=backend)
     text = _read_stdin(errors)
     if specials == "allow":
         ids = tok.encode(text, allowed_special="all")
@@ -87,11 +87,11 @@ def decode(tokenizer: Path) -> None:
     """Decode token ids on stdin (separated by spaces or newlines) to text on stdout.
 
     Args:
-        tokenizer: tokenizer folder.
+        tokenizer: tokenizer folder or .gguf file, or a model (our checkpoint, a Hugging Face folder) to use its tokenizer.
     """
-    from scratchllm.tokenizer import load
+    from scratchllm.weights.loading import load_tokenizer
 
-    tok = load(tokenizer)
+    tok = load_tokenizer(tokenizer)
     ids = []
     for n, word in enumerate(_read_stdin("strict").split(), 1):
         try:

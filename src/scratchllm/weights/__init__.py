@@ -6,7 +6,8 @@
   ways;
 * :mod:`scratchllm.weights.gguf` - llama.cpp's GGUF files, read and written with the ``gguf`` package;
 * :mod:`scratchllm.weights.loading` - :func:`load`, the one entry point: model + tokenizer + chat template from
-  any of the three.
+  any of the three (and :func:`load_tokenizer`, the tokenizer alone from the same paths);
+* :mod:`scratchllm.weights.saving` - :func:`save`, the way back: any of the three formats, tokenizer included.
 
 This module re-exports the public API.
 """
@@ -23,7 +24,8 @@ from scratchllm.weights.hf import (
     state_dict_to_hf,
     to_hf,
 )
-from scratchllm.weights.loading import LoadedModel, load, model_source
+from scratchllm.weights.loading import LoadedModel, load, load_tokenizer, model_source
+from scratchllm.weights.saving import save
 
 __all__ = [
     "CONFIG_FILE",
@@ -35,8 +37,10 @@ __all__ = [
     "hf_config_from",
     "load",
     "load_model",
+    "load_tokenizer",
     "model_from_hf_tensors",
     "model_source",
+    "save",
     "save_model",
     "state_dict_from_hf",
     "state_dict_to_hf",

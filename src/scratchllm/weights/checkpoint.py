@@ -166,8 +166,13 @@ def build_model(
 
 
 # ---------------------------------------------------------------------------------------- our format
-def save_model(model: GPTModel, folder: str | Path) -> Path:
-    """Write ``model`` as ``folder/{model.safetensors,config.json}`` (atomically; see :func:`write_folder`)."""
+def save_model(
+    model: GPTModel, folder: str | Path, extra_files: Mapping[str, Callable[[Path], Any]] | None = None
+) -> Path:
+    """Write ``model`` as ``folder/{model.safetensors,config.json}`` (atomically; see :func:`write_folder`).
+
+    ``extra_files`` (name -> writer(path)) land in the same atomic step, e.g. the ``tokenizer`` folder.
+    """
     state = model.state_dict()
     if model.config.tie_embeddings:
         state.pop("lm_head.weight", None)  # the same storage as tok_emb.weight; safetensors stores it once
@@ -177,6 +182,7 @@ def save_model(model: GPTModel, folder: str | Path) -> Path:
         {
             WEIGHTS_FILE: lambda p: save_safetensors(state, p, {"format": "pt"}),
             CONFIG_FILE: json_writer(config),
+            **(extra_files or {}),
         },
     )
 

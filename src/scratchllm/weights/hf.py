@@ -22,7 +22,7 @@ Nothing unpickles: ``pytorch_model.bin`` is read only with ``torch.load(weights_
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -493,11 +493,14 @@ def from_hf(folder: str | Path, device: str | torch.device = "cpu", dtype: torch
     return build_model(config, state_dict_from_hf(tensors, config, where), where, device, dtype)
 
 
-def to_hf(model: GPTModel, folder: str | Path) -> Path:
+def to_hf(
+    model: GPTModel, folder: str | Path, extra_files: Mapping[str, Callable[[Path], Any]] | None = None
+) -> Path:
     """Write ``model`` as a Hugging Face folder (``config.json`` + ``model.safetensors``) transformers loads.
 
-    The architecture follows the config (:func:`hf_family`). The folder is written atomically; other files in
-    an existing folder (a tokenizer) are kept, stale weight shards are removed.
+    The architecture follows the config (:func:`hf_family`). The folder is written atomically, with
+    ``extra_files`` (name -> writer(path): ``tokenizer.json``...) in the same step; other files in an existing
+    folder (a tokenizer) are kept, stale weight shards are removed.
     """
     tensors = state_dict_to_hf(model, model.config)
     hf_config = hf_config_from(model.config)
@@ -512,6 +515,7 @@ def to_hf(model: GPTModel, folder: str | Path) -> Path:
         {
             SAFETENSORS_FILE: lambda p: save_safetensors(tensors, p, {"format": "pt"}),
             CONFIG_FILE: json_writer(hf_config),
+            **(extra_files or {}),
         },
         drop=stale,
     )

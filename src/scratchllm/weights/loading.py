@@ -9,7 +9,8 @@ the three always travel together. The source is recognised from the path:
 * any other folder with a ``config.json``: a Hugging Face folder with ``tokenizer.json`` (or GPT-2's vocabulary
   files) beside the weights and the chat template in ``tokenizer_config.json``.
 
-Every command that takes ``--model`` goes through :func:`load`.
+Every command that takes ``--model`` goes through :func:`load`, and :func:`load_tokenizer` gives the tokenizer
+alone from the same paths (``scratchllm tokenizer encode --tokenizer MODEL``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 from scratchllm.errors import ScratchLLMError
 from scratchllm.model import GPTModel
 from scratchllm.tokenizer.base import Tokenizer
+from scratchllm.tokenizer.bpe import Backend
 from scratchllm.weights.checkpoint import CONFIG_FILE, FORMAT, check_folder, read_json
 
 Source = Literal["scratchllm", "hf", "gguf"]
@@ -50,8 +52,14 @@ def model_source(path: str | Path) -> Source:
         if not path.is_file():
             raise ScratchLLMError(f"{path}: GGUF file not found")
         return "gguf"
+    if path.is_file():
+        raise ScratchLLMError(f"{path}: is a file; expected a model folder (config.json + weights) or a .gguf file")
     folder = check_folder(path)
-    return "scratchllm" if read_json(folder / CONFIG_FILE).get("format") == FORMAT else "hf"
+    return "scratchllm" if _is_ours(folder) else "hf"
+
+
+def _is_ours(folder: Path) -> bool:
+    return (folder / CONFIG_FILE).is_file() and read_json(folder / CONFIG_FILE).get("format") == FORMAT
 
 
 def checkpoint_tokenizer_dir(model: str | Path) -> Path:
@@ -94,8 +102,6 @@ def load(
         dtype: convert the weights to this dtype (default: as stored; a GGUF file dequantizes to float32).
         tokenizer: use this tokenizer (folder or file) instead of the model's own.
     """
-    from scratchllm import tokenizer as tokenizers
-
     path = Path(path)
     source = model_source(path)
     if source == "gguf":
@@ -109,11 +115,28 @@ def load(
         from scratchllm.weights.checkpoint import load_model
 
         model = load_model(path, device=device, dtype=dtype)
-        tok_path = path if source == "hf" else checkpoint_tokenizer_dir(path) if tokenizer is None else None
-        tok = tokenizers.load(tok_path) if tok_path is not None else None
+        tok = load_tokenizer(path) if tokenizer is None else None  # the override replaces it unread
         template = getattr(tok, "chat_template", None)
     if tokenizer is not None:
-        tok = tokenizers.load(tokenizer)
+        tok = load_tokenizer(tokenizer)
         template = getattr(tok, "chat_template", None) or template
     check_vocabulary(model, tok, str(path))
     return LoadedModel(model=model, tokenizer=tok, chat_template=template, source=source, path=path)
+
+
+def load_tokenizer(path: str | Path, backend: Backend = "auto") -> Tokenizer:
+    """The tokenizer at ``path`` or of the model at ``path``: the paths :func:`load` takes work here too.
+
+    A tokenizer folder (ours, GPT-2's files, ``tokenizer.json``), a ``.gguf`` file, a Hugging Face model folder
+    (its tokenizer files sit beside the weights) or our checkpoint (``MODEL/tokenizer``, else the run's).
+
+    Args:
+        path: the tokenizer folder, model folder or ``.gguf`` file.
+        backend: encoder for our BPE vocabularies (see :func:`scratchllm.tokenizer.load`).
+    """
+    from scratchllm import tokenizer as tokenizers
+
+    path = Path(path)
+    if path.is_dir() and _is_ours(path):
+        path = checkpoint_tokenizer_dir(path)
+    return tokenizers.load(path, backend=backend)
