@@ -11,15 +11,13 @@ CPU-second is questions per second on an otherwise idle machine with that many t
 
 Run: ``.venv/bin/python benchmarks/bench_evaluate.py --model HF_FOLDER --limit 30``. ``--from-gguf FILE``
 first converts a GGUF file (e.g. ../shared/models/SmolLM2-135M-Instruct.Q4_1.gguf) into an HF folder at
-``--model`` with our own exporter, so both sides load the same weights.
+``--model`` (as ``scratchllm convert --to hf`` does), so both sides load the same weights.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,15 +27,11 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
 def convert_gguf(gguf: Path, folder: Path) -> None:
-    """Dequantize a GGUF file into a Hugging Face folder (weights + tokenizer.json)."""
-    from scratchllm.weights import load, to_hf
+    """Dequantize a GGUF file into a Hugging Face folder (what ``scratchllm convert --to hf`` does)."""
+    from scratchllm.weights import load
+    from scratchllm.weights.saving import save
 
-    loaded = load(gguf)
-    to_hf(loaded.model, folder)
-    with tempfile.TemporaryDirectory() as tmp:  # a tokenizer saves a whole folder: write it aside, copy it in
-        loaded.tokenizer.save(Path(tmp) / "tokenizer")
-        for file in (Path(tmp) / "tokenizer").iterdir():
-            shutil.copy(file, folder / file.name)
+    save(load(gguf), folder, "hf")
 
 
 def requests_of(subjects, tokenizer, shots: int, limit: int):
