@@ -6,8 +6,9 @@ lm-eval gets them as its own ``Instance`` objects through ``HFLM.loglikelihood``
 machinery is left out, which only flatters it); ours runs :func:`encode_request` + :func:`score_requests`. The
 two run alternately ``--rounds`` times and the best round of each is reported, with the largest difference
 between their log-likelihoods as a check that they computed the same thing. Times are CPU seconds of this
-process (all threads), so that other programs sharing the machine do not distort the ratio; questions per
-CPU-second is questions per second on an otherwise idle machine with that many threads busy.
+process (all threads), so that other programs sharing the machine distort the ratio less; with ``--threads 1``
+there is no thread synchronisation either, and questions per CPU-second is questions per second on one idle
+core.
 
 Run: ``.venv/bin/python benchmarks/bench_evaluate.py --model HF_FOLDER --limit 30``. ``--from-gguf FILE``
 first converts a GGUF file (e.g. ../shared/models/SmolLM2-135M-Instruct.Q4_1.gguf) into an HF folder at
@@ -85,7 +86,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (1 measures CPU work most exactly)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
