@@ -20,12 +20,12 @@ import argparse
 import copy
 import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from _common import read_bandwidth, time_interleaved  # benchmarks/_common.py
 from scratchllm.config import ModelConfig
 from scratchllm.generation import generate
 from scratchllm.model import GPTModel, optimize_for_decoding, set_weight_layout
@@ -81,18 +81,6 @@ def main() -> None:
         )
 
 
-def read_bandwidth(size_mib: int = 512, repeats: int = 5) -> float:
-    """Bytes/s this machine streams from memory into torch, with torch's threads: the best of a few sums."""
-    x = torch.ones(size_mib * 2**20 // 4)
-    x.sum()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        x.sum()
-        best = min(best, time.perf_counter() - t0)
-    return x.numel() * 4 / best
-
-
 def run_dtype(
     name: str,
     ours: GPTModel,
@@ -128,17 +116,9 @@ def run_dtype(
         rows["ours, no cache"] = lambda k: generate(ours, prompt, k, use_cache=False)[0]
     for fn in rows.values():  # warm-up: allocator, kernels, lazy initialisation
         fn(min(n, 4))
-    # Rounds interleave the decoders so that changing background load hits all of them alike; the slow
-    # uncached path runs in the first round only.
-    times: dict[str, list[float]] = {label: [] for label in rows}
-    outputs: dict[str, list[int]] = {}
-    for round_ in range(repeats):
-        for label, fn in rows.items():
-            if label == "ours, no cache" and round_ > 0:
-                continue
-            t0 = time.perf_counter()
-            outputs[label] = fn(n)
-            times[label].append(time.perf_counter() - t0)
+    # The slow uncached path runs in the first round only.
+    fns = {label: (lambda fn=fn: fn(n)) for label, fn in rows.items()}
+    times, outputs = time_interleaved(fns, repeats, first_round_only={"ours, no cache"})
     results = {label: (statistics.median(times[label]), outputs[label]) for label in rows}
     ref_tokens = results["ours, KV cache"][1]
     hf_rate = n / results["HF generate (use_cache)"][0]

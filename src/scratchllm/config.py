@@ -468,3 +468,55 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@dataclass
+class LoRAConfig:
+    """LoRA settings (:mod:`scratchllm.model.lora`); saved with adapters so they can be re-applied.
+
+    Attributes:
+        rank: ``r``, the inner dimension of ``B A``.
+        alpha: the update is scaled by ``alpha / rank``.
+        dropout: dropout on the LoRA branch's input while training.
+        targets: friendly names (attn, mlp, all) or module names/globs (``att.qkv``, ``blocks.1*.ff.fc``).
+        base_bf16: keep the frozen weights of the adapted layers in bfloat16 (half their memory).
+    """
+
+    rank: int = 16
+    alpha: float = 16.0
+    dropout: float = 0.0
+    targets: list[str] = dataclasses.field(default_factory=lambda: ["all"])
+    base_bf16: bool = False
+    #: the module names the targets matched (filled in by :func:`inject_lora`; not a setting)
+    modules: list[str] = dataclasses.field(default_factory=list, init=False)
+
+    def __post_init__(self) -> None:
+        if self.rank < 1:
+            raise ScratchLLMError(f"lora rank: must be >= 1, got {self.rank}")
+        if self.alpha <= 0:
+            raise ScratchLLMError(f"lora alpha: must be > 0, got {self.alpha}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ScratchLLMError(f"lora dropout: must be in [0, 1), got {self.dropout}")
+        if isinstance(self.targets, str):
+            self.targets = [self.targets]
+        if not self.targets:
+            raise ScratchLLMError("lora targets: name at least one (attn, mlp, all, or module names)")
+
+    @property
+    def scaling(self) -> float:
+        return self.alpha / self.rank
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str) -> LoRAConfig:
+        """Settings saved by :meth:`to_dict` (``modules`` included)."""
+        data = dict(data)
+        modules = data.pop("modules", [])
+        try:
+            config = cls(**data)
+        except TypeError as exc:
+            raise ScratchLLMError(f"{where}: lora settings: {exc}") from None
+        config.modules = list(modules)
+        return config

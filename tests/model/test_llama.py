@@ -224,3 +224,50 @@ def test_training_step_reduces_loss() -> None:
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] - 1.0
+
+
+# ---------------------------------------------------------------------------------------- decoding speed-ups
+@pytest.mark.parametrize("scaling", [None, LLAMA3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rope_table_equals_recomputed_angles(scaling, dtype) -> None:
+    """Without gradients RoPE looks its cos/sin up in a cached table (grown past its first 256 rows here);
+    the values are those computed from the positions (to float32's last bit), for [T] and [B, T] positions."""
+    rope = RotaryEmbedding(16, 500.0, scaling)
+    atol = 1e-6 if dtype == torch.float32 else 2**-8
+    for positions in (torch.arange(3, 40), torch.tensor([[0, 0, 1, 2], [5, 6, 7, 8]]), torch.tensor([700])):
+        computed = rope(positions, dtype)  # gradients on: recomputed
+        with torch.inference_mode():
+            cached = rope(positions, dtype)
+        assert cached[0].shape == computed[0].shape and cached[0].dtype == dtype
+        assert torch.allclose(cached[0], computed[0], rtol=0, atol=atol)
+        assert torch.allclose(cached[1], computed[1], rtol=0, atol=atol)
+    assert rope._tables[(torch.device("cpu"), dtype)][0].shape == (1024, 16)
+    # A table built under inference_mode is an ordinary tensor: training can still use the module afterwards.
+    x = torch.randn(1, 2, 4, 16, requires_grad=True)
+    apply_rope(x, *rope(torch.arange(4))).sum().backward()
+    assert x.grad is not None
+    assert not any("rope" in key for key in GPTModel(llama()).state_dict())
+
+
+def test_rmsnorm_bf16_follows_the_llama_reference() -> None:
+    """bf16: the statistic in float32, cast back, then the gain (the Llama reference order), within 1 ulp."""
+    torch.manual_seed(11)
+    norm = RMSNorm(64, eps=1e-5)
+    with torch.no_grad():
+        norm.weight.normal_()
+    norm = norm.bfloat16()
+    x = (torch.randn(3, 64) * 3).bfloat16()
+    x32 = x.float()
+    expected = norm.weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + 1e-5)).bfloat16()
+    assert torch.allclose(norm(x).float(), expected.float(), rtol=2**-7, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_decoding_optimisations_keep_greedy_tokens(dtype) -> None:
+    """The cached fast path (RoPE table, fused RMSNorm, decoding layout) gives the tokens that recomputing
+    every position without a cache gives."""
+    torch.manual_seed(12)
+    model = optimize_for_decoding(GPTModel(llama(context_length=64)).to(dtype))
+    prompt = torch.randint(0, 97, (2, 6))
+    cached = generate(model, prompt, 20, use_cache=True)
+    assert cached == generate(model, prompt, 20, use_cache=False)

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
-from scratchllm.cli import convert, data, evaluate, generate, tokenizer
+from scratchllm.cli import convert, data, evaluate, finetune, generate, serve, tokenizer
 from scratchllm.errors import ScratchLLMError
-from scratchllm.recipes import demo, pretrain
+from scratchllm.recipes import classify, demo, instruct, pretrain
 from scratchllm.utf8 import read_utf8
 
 
@@ -53,6 +53,11 @@ COMMANDS: dict[str, Any] = {
     "generate": generate.generate,
     "convert": convert.convert,
     "demo": demo.demo,
+    "serve": serve.serve,
+    "chat": serve.chat,
+    "finetune": {"classify": classify.finetune_classify, "instruct": instruct.finetune_instruct},
+    "classify": Command(finetune.classify, positional="texts"),
+    "merge-lora": finetune.merge_lora,
     "evaluate": {"perplexity": evaluate.perplexity, "choice": evaluate.choice, "judge": evaluate.judge},
 }
 
@@ -180,6 +185,8 @@ def normalize_argv(argv: Sequence[str], line: CommandLine | None = None) -> list
     leaf, command = line.leaves[path]
     kinds = _kinds(leaf)
     positional = command.positional
+    bare: list[str] = []  # the bare words of a list-typed positional (`classify "text one" "text two"`)
+    positional_is_list = positional is not None and kinds.get(f"--{positional}") == "list"
     while i < len(words):
         word = words[i]
         i += 1
@@ -187,7 +194,9 @@ def normalize_argv(argv: Sequence[str], line: CommandLine | None = None) -> list
             out.extend(words[i:])
             break
         if not word.startswith("--"):
-            if positional is not None:  # `download NAME`
+            if positional_is_list:
+                bare.append(word)
+            elif positional is not None:  # `download NAME`
                 out.append(f"--{positional}={word}")
                 positional = None
             else:
@@ -223,6 +232,8 @@ def normalize_argv(argv: Sequence[str], line: CommandLine | None = None) -> list
             if i < len(words):
                 out.append(words[i])
                 i += 1
+    if bare:
+        out.append(f"--{positional}={json.dumps(bare, ensure_ascii=False)}")
     return out
 
 

@@ -134,6 +134,12 @@ class KVCache:
     ``pad`` (``[B]``) counts the left-padding slots of each row: those keys are never attended to, and a row's
     token positions start after them, so a batch of prompts of different lengths behaves like each prompt alone.
     The model advances ``length`` after a forward pass has written every layer.
+
+    A serving engine keeps one cache as a *pool of slots*, one independent sequence per row
+    (:mod:`scratchllm.inference.engine`). :meth:`rows` gives a cache over some of its rows that shares the
+    storage; with ``lengths`` (``[rows]``, each row's own fill) a forward pass appends each row's tokens at that
+    row's own position and each row attends only to its own keys, so sequences of any lengths decode together
+    in one batch while the others wait, join and leave.
     """
 
     def __init__(
@@ -153,11 +159,56 @@ class KVCache:
         self.max_len = max_len
         self.length = 0
         self.pad = pad.to(device) if pad is not None and bool((pad > 0).any()) else None
+        self.lengths: Tensor | None = None
 
     def reset(self, pad: Tensor | None = None) -> None:
         """Forget every position (the buffers are reused, not reallocated)."""
         self.length = 0
         self.pad = pad.to(self.k.device) if pad is not None and bool((pad > 0).any()) else None
+
+    def rows(self, start: int, stop: int, lengths: Tensor | None = None) -> KVCache:
+        """A cache over rows ``[start, stop)`` sharing this one's storage (what it writes lands here).
+
+        Without ``lengths`` the view starts empty (``length`` 0), for filling one slot with a prompt; with
+        ``lengths`` (``[stop - start]`` integers, updated in place by the model) every row continues from its
+        own length.
+        """
+        view = object.__new__(KVCache)
+        view.k, view.v = self.k[:, start:stop], self.v[:, start:stop]
+        view.max_len, view.length, view.pad, view.lengths = self.max_len, 0, None, lengths
+        return view
+
+    def copy_row(self, src: int, dst: int, length: int) -> None:
+        """Copy the first ``length`` positions of row ``src`` into row ``dst`` (every layer)."""
+        self.k[:, dst, :, :length] = self.k[:, src, :, :length]
+        self.v[:, dst, :, :length] = self.v[:, src, :, :length]
+
+    def advance(self, n: int) -> None:
+        """Record that a forward pass wrote ``n`` more positions (of every row)."""
+        if self.lengths is not None:
+            self.lengths += n
+        else:
+            self.length += n
+
+    def write(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Store this call's keys/values ``[B, n_kv_heads, T, head_dim]`` for ``layer``; return every key and
+        value to attend to and the mask that goes with them (None: plain causal, or a single query that sees
+        the whole cache)."""
+        T = k.shape[2]
+        if self.lengths is None:
+            start, end = self.length, self.length + T
+            self.k[layer, :, :, start:end] = k
+            self.v[layer, :, :, start:end] = v
+            return self.k[layer, :, :, :end], self.v[layer, :, :, :end], attention_mask(T, start, self.pad, k.device)
+        # One sequence per row: row b writes at its own positions lengths[b] + [0, T) and sees keys up to them.
+        positions = self.lengths[:, None] + torch.arange(T, device=k.device)  # [B, T]
+        rows = torch.arange(k.shape[0], device=k.device)[:, None]
+        self.k[layer, rows, :, positions] = k.transpose(1, 2)  # indexed slots come first: [B, T, G, hd]
+        self.v[layer, rows, :, positions] = v.transpose(1, 2)
+        end = int(self.lengths.max()) + T
+        keys = torch.arange(end, device=k.device)
+        mask = keys[None, None, :] <= positions[:, :, None]  # [B, T, end]
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end], mask[:, None]
 
 
 def attention_mask(q_len: int, start: int, pad: Tensor | None, device: torch.device | str) -> Tensor | None:
@@ -249,7 +300,8 @@ class MultiHeadAttention(nn.Module):
         """``x`` ``[B, T, d_in]`` -> ``[B, T, d_out]``.
 
         With ``kv_cache``, this call's keys/values are written at slots ``[cache.length, cache.length + T)``
-        of layer ``layer`` and the queries attend to everything cached so far. ``pad`` (``[B]``) is the left
+        of layer ``layer`` (each row's own ``cache.lengths[b]`` onwards, for a pool of sequences) and the
+        queries attend to everything cached so far. ``pad`` (``[B]``) is the left
         padding per row when no cache is used (with a cache, the cache's own ``pad`` applies). ``rope`` is
         the ``(cos, sin)`` pair of this call's positions, for models with rotary embeddings.
         """
@@ -263,16 +315,10 @@ class MultiHeadAttention(nn.Module):
         if rope is not None:
             cos, sin = rope
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        start = 0
         if kv_cache is not None:
-            start = kv_cache.length
-            end = start + T
-            kv_cache.k[layer, :, :, start:end] = k
-            kv_cache.v[layer, :, :, start:end] = v
-            k = kv_cache.k[layer, :, :, :end]
-            v = kv_cache.v[layer, :, :, :end]
-            pad = kv_cache.pad
-        mask = attention_mask(T, start, pad, x.device)
+            k, v, mask = kv_cache.write(layer, k, v)
+        else:
+            mask = attention_mask(T, 0, pad, x.device)
         causal = mask is None and T > 1
         p = self.dropout if self.training else 0.0
         if self.use_sdpa and T == 1 and G != H:

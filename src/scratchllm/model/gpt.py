@@ -183,7 +183,8 @@ class GPTModel(nn.Module):
         Args:
             idx: token ids, at most ``context_length`` per row (including what ``kv_cache`` already holds).
             kv_cache: when given, ``idx`` continues the cached sequence: its keys/values are appended and its
-                positions start at ``kv_cache.length``.
+                positions start at ``kv_cache.length`` (at each row's ``kv_cache.lengths[b]`` when the cache is
+                a pool of independent sequences; see :meth:`KVCache.rows`).
             pad: number of left-padding tokens per row (``[B]``), for batches of prompts of different lengths
                 without a cache; padded slots are never attended to and each row's positions start at 0 on its
                 first real token. With a cache, the cache's ``pad`` is used instead.
@@ -191,16 +192,19 @@ class GPTModel(nn.Module):
                 else, and the LM head is a large matmul.
         """
         B, T = idx.shape
-        start = kv_cache.length if kv_cache is not None else 0
-        if start + T > self.config.context_length:
-            raise ValueError(
-                f"sequence of {start + T} tokens exceeds context_length {self.config.context_length}"
-            )
-        if kv_cache is not None:
-            pad = kv_cache.pad
-        positions = torch.arange(start, start + T, device=idx.device)
-        if pad is not None:
-            positions = (positions[None, :] - pad[:, None]).clamp_(min=0)  # [B, T]
+        if kv_cache is not None and kv_cache.lengths is not None:  # a pool of sequences, each at its own length
+            positions = kv_cache.lengths[:, None] + torch.arange(T, device=idx.device)  # [B, T]
+            end = int(kv_cache.lengths.max()) + T
+        else:
+            start = kv_cache.length if kv_cache is not None else 0
+            end = start + T
+            if kv_cache is not None:
+                pad = kv_cache.pad
+            positions = torch.arange(start, end, device=idx.device)
+            if pad is not None:
+                positions = (positions[None, :] - pad[:, None]).clamp_(min=0)  # [B, T]
+        if end > self.config.context_length:
+            raise ValueError(f"sequence of {end} tokens exceeds context_length {self.config.context_length}")
         x = self.tok_emb(idx)
         rope = None
         if self.pos_emb is not None:
@@ -211,7 +215,7 @@ class GPTModel(nn.Module):
         for i, block in enumerate(self.blocks):
             x = block(x, kv_cache, i, pad, rope)
         if kv_cache is not None:
-            kv_cache.length += T
+            kv_cache.advance(T)
         if last_only:
             x = x[:, -1:]
         return self.lm_head(self.final_norm(x))

@@ -35,7 +35,8 @@ class RMSNorm(nn.Module):
 
     The statistic is computed in float32 whatever the input dtype (in bf16 the mean of squares loses too many
     digits), and the result is cast back before the gain is applied, as the Llama reference code does, so bf16
-    models give the same numbers as theirs.
+    models give the same numbers as theirs. :func:`torch.nn.functional.rms_norm` does the arithmetic in one
+    call instead of six (it matters when decoding, where 61 norms run per token on a single vector).
     """
 
     def __init__(self, dim: int, eps: float = 1e-6) -> None:
@@ -44,9 +45,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        x32 = x.float()
-        normed = x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps)
-        return self.weight * normed.to(x.dtype)
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+        return self.weight * F.rms_norm(x.float(), self.weight.shape, eps=self.eps).to(x.dtype)
 
 
 def make_norm(kind: str, dim: int, eps: float, bias: bool = True) -> nn.Module:

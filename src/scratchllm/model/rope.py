@@ -65,7 +65,7 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     Rotating the pair ``(a, b)`` by ``phi`` gives ``(a cos phi - b sin phi, b cos phi + a sin phi)``; with the
     pairs split across the two halves, that is exactly ``x * cos + rotate_half(x) * sin``.
     """
-    return x * cos + rotate_half(x) * sin
+    return torch.addcmul(x * cos, rotate_half(x), sin)
 
 
 def apply_rope_complex(x: Tensor, positions: Tensor, inv_freq: Tensor) -> Tensor:
@@ -83,9 +83,14 @@ def apply_rope_complex(x: Tensor, positions: Tensor, inv_freq: Tensor) -> Tensor
 class RotaryEmbedding(nn.Module):
     """Cosines and sines of the rotation angles for given positions, shared by every attention layer.
 
-    Nothing is stored: the frequencies are a function of the config and are recomputed on the positions'
-    device in each forward pass (a few hundred numbers), so the module has no state to load, move or
-    initialise, and a model built on the meta device needs no special care.
+    Nothing is stored in the model: the frequencies are a function of the config, so the module has no state
+    to load, move or initialise, and a model built on the meta device (or sharded by FSDP) needs no special
+    care. When gradients are off (generation, evaluation), the ``cos``/``sin`` rows are looked up in a table
+    built once per device and dtype, grown by doubling: a decoding step then costs one lookup instead of the
+    dozen small kernels that recompute them, with the same values (up to the last bit of a vectorised
+    ``cos``, which may differ from the scalar one used for a few trailing elements). Training recomputes
+    them (a negligible cost next to a training step), which keeps its forward free of host synchronisation
+    and of state that ``torch.compile`` would have to guard.
     """
 
     def __init__(self, head_dim: int, base: float = 10000.0, scaling: dict[str, Any] | None = None) -> None:
@@ -93,12 +98,34 @@ class RotaryEmbedding(nn.Module):
         self.head_dim = head_dim
         self.base = base
         self.scaling = scaling
+        self._tables: dict[tuple[torch.device, torch.dtype], tuple[Tensor, Tensor]] = {}
 
     def forward(self, positions: Tensor, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
         """``positions`` ``[T]`` or ``[B, T]`` -> ``cos``, ``sin`` ``[1 or B, 1, T, head_dim]`` (1: any head)."""
+        if torch.is_grad_enabled() or torch.compiler.is_compiling() or positions.numel() == 0:
+            cos, sin = self.cos_sin(positions, dtype)
+        else:
+            cos, sin = self.table(int(positions.max()) + 1, positions.device, dtype)
+            cos, sin = cos[positions], sin[positions]
+        if cos.dim() == 2:
+            cos, sin = cos[None], sin[None]
+        return cos[:, None], sin[:, None]
+
+    def cos_sin(self, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """``cos``, ``sin`` ``[..., T, head_dim]`` of the angles of ``positions``, computed in float32."""
         inv_freq = rope_frequencies(self.head_dim, self.base, self.scaling, device=positions.device)
         angles = positions.float()[..., None] * inv_freq  # [..., T, head_dim/2]
         angles = torch.cat((angles, angles), dim=-1)  # rotate-half layout: pair i is (i, i + head_dim/2)
-        if angles.dim() == 2:
-            angles = angles[None]
-        return angles.cos()[:, None].to(dtype), angles.sin()[:, None].to(dtype)
+        return angles.cos().to(dtype), angles.sin().to(dtype)
+
+    def table(self, length: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """``cos``, ``sin`` ``[>= length, head_dim]`` for positions ``0, 1, ...``, cached per device and dtype."""
+        key = (device, dtype)
+        cached = self._tables.get(key)
+        if cached is None or cached[0].shape[0] < length:
+            size = max(256, 1 << (length - 1).bit_length())
+            # Built as ordinary tensors even inside inference_mode, so that later use anywhere is allowed.
+            with torch.inference_mode(False), torch.no_grad():
+                cached = self.cos_sin(torch.arange(size, device=device), dtype)
+            self._tables[key] = cached
+        return cached

@@ -164,9 +164,14 @@ def wrap_model(net: Any, train: TrainConfig, env: Any) -> Any:
     )
 
 
-def build_trainer(net: Any, batches: Any, train: TrainConfig, env: Any, precision: str, accum: int) -> Any:
-    """AdamW, the warmup-cosine schedule and the :class:`Trainer` that runs them (step 4)."""
-    from scratchllm.train.loop import Trainer
+def build_trainer(
+    net: Any, batches: Any, train: TrainConfig, env: Any, precision: str, accum: int, loss_fn: Any = None
+) -> Any:
+    """AdamW, the warmup-cosine schedule and the :class:`Trainer` that runs them (step 4).
+
+    ``loss_fn(model, batch)`` defaults to next-token prediction; finetuning recipes pass their own.
+    """
+    from scratchllm.train.loop import Trainer, next_token_loss
     from scratchllm.train.optim import build_adamw
     from scratchllm.train.schedule import WarmupCosineSchedule
 
@@ -182,6 +187,7 @@ def build_trainer(net: Any, batches: Any, train: TrainConfig, env: Any, precisio
         batches,
         max_steps=train.max_steps,
         schedule=schedule,
+        loss_fn=loss_fn or next_token_loss,
         grad_accum_steps=accum,
         grad_clip=train.grad_clip,
         precision=precision,
@@ -237,18 +243,25 @@ def attach_callbacks(
     resumed_from: str | None,
     flops_per_token: float,
     say: Log,
+    loss_fn: Any = None,
+    sample_text: bool = True,
+    model_config: dict[str, Any] | None = None,
 ) -> RunCallbacks:
-    """Evaluation (losses and a text sample), progress logging and checkpoints, in that order (step 5)."""
+    """Evaluation (losses and a text sample), progress logging and checkpoints, in that order (step 5).
+
+    Finetuning recipes pass their ``loss_fn`` (evaluated like the training loss), ``sample_text=False`` when
+    the model does not generate (a classifier) and the ``config.json`` their checkpoints should carry.
+    """
     from scratchllm.train.callbacks import CheckpointCallback, EvalCallback, LogCallback
     from scratchllm.train.checkpoint import unwrap_model
     from scratchllm.train.logging import MetricsLogger, peak_flops
-    from scratchllm.train.loop import evaluate_loss
+    from scratchllm.train.loop import evaluate_loss, next_token_loss
 
     net = trainer.model
     # Evaluate and sample with the eager module (not the DDP/compile wrappers); FSDP2 needs its sharded one.
     eval_net = net if train.parallel == "fsdp" and env.distributed else unwrap_model(net)
     tokenizer = None
-    if train.sample_prompt and train.sample_tokens > 0:
+    if sample_text and train.sample_prompt and train.sample_tokens > 0:
         from scratchllm.tokenizer import load as load_tokenizer
 
         copy = out_dir / "tokenizer"
@@ -269,7 +282,10 @@ def attach_callbacks(
             net.train()
 
     def eval_loss(reader: Any) -> Callable[[], float]:
-        return lambda: evaluate_loss(eval_net, reader, train.eval_batches, device=env.device, precision=precision)
+        n = min(train.eval_batches, len(reader)) if hasattr(reader, "__len__") else train.eval_batches
+        return lambda: evaluate_loss(
+            eval_net, reader, n, loss_fn=loss_fn or next_token_loss, device=env.device, precision=precision
+        )
 
     logger = MetricsLogger(out_dir, enabled=env.is_main, resume_step=trainer.state.step if resumed_from else None)
     evaluator = EvalCallback(
@@ -284,7 +300,7 @@ def attach_callbacks(
         train.save_every,
         train.keep_last,
         extra_state=lambda: {"run": run_info, "tokenizer": "../../tokenizer", "resumed_from": resumed_from},
-        model_config={"format": "scratchllm", "model": run_info["model"]},
+        model_config=model_config or {"format": "scratchllm", "model": run_info["model"]},
         log=say,
     )
     peak = train.peak_flops or peak_flops(env.device, precision)

@@ -81,8 +81,10 @@ def measure_matmul_flops(
     The best of ``trials`` runs of ``seconds`` each: other work on the machine can only slow a trial down, so
     the fastest one is the closest to what the hardware can do.
     """
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
+    # A generator of its own: drawing from the global one would shift the dropout masks of a resumed run.
+    generator = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(size, size, device=device, dtype=dtype, generator=generator)
+    b = torch.randn(size, size, device=device, dtype=dtype, generator=generator)
     torch.matmul(a, b)  # warm up (thread pool, kernels)
     best = 0.0
     for _ in range(trials):

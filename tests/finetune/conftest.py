@@ -1,0 +1,10 @@
+"""Finetuning tests run tiny models on one torch thread."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(one_torch_thread: None) -> None:
+    pass

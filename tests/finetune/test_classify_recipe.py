@@ -1,0 +1,107 @@
+"""The classification recipe end to end on a tiny model: trains, reports, saves, predicts, resumes exactly."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from finetune_models import tiny_checkpoint
+
+from scratchllm.cli.parser import main
+from scratchllm.recipes.classify import classification_metrics, classify_texts, load_classifier
+
+WORDS = {"pos": ["good", "happy", "great", "fine", "day"], "neg": ["bad", "awful", "sad", "poor", "night"]}
+
+
+def _write_data(path: Path, n: int = 60, seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    lines = ["text\tlabel"]
+    for i in range(n):
+        label = "pos" if i % 3 else "neg"  # 2:1 imbalance, for --balance
+        lines.append(" ".join(rng.choice(WORDS[label]) for _ in range(rng.randint(2, 9))) + f"\t{label}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    torch.set_num_threads(1)
+    return tiny_checkpoint(tmp_path_factory.mktemp("model") / "tiny")
+
+
+def _args(ckpt: Path, data: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "finetune", "classify", "--model", str(ckpt), "--data", str(data), "--out-dir", str(out),
+        "--train.precision", "fp32", "--train.device", "cpu", "--train.micro-batch-size", "4",
+        "--train.lr", "3e-3", "--train.min-lr", "3e-3", "--train.peak-flops", "1e11", "--train.log-every", "100", *extra,
+    ]  # fmt: skip
+
+
+def test_metrics_by_hand() -> None:
+    m = classification_metrics([0, 1, 1, 1], [0, 0, 1, 1], ["a", "b"])
+    assert m["accuracy"] == 0.75 and m["confusion"] == [[1, 1], [0, 2]]
+    assert m["per_class"]["a"] == {"precision": 1.0, "recall": 0.5, "f1": 2 / 3, "support": 2}
+    assert m["per_class"]["b"]["precision"] == 2 / 3
+
+
+@pytest.mark.parametrize("trains", ["lora", "last"])
+def test_finetune_classify_trains_reports_saves_and_predicts(ckpt, tmp_path, capsys, trains) -> None:
+    data = _write_data(tmp_path / "d.tsv")
+    out = tmp_path / "run"
+    assert main(_args(ckpt, data, out, "--balance", "--epochs", "3", "--trains", trains, "--lora.rank", "4")) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert "trainable parameters:" in captured.err and "confusion" in captured.err
+    assert summary["test_accuracy"] >= 0.9, captured.err
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["splits"]["test"]["examples"] == 8 and len(report["history"]) == 3  # 40 balanced -> 28/4/8
+    assert (out / "metrics.csv").is_file() and (out / "loss.png").is_file()
+    files = sorted(p.name for p in (out / "classifier").iterdir())
+    if trains == "lora":
+        assert files == ["adapter.safetensors", "adapter_config.json", "classifier.json"]
+    else:
+        assert files == ["classifier.json", "model.safetensors"]
+    clf, tok, info = load_classifier(out)
+    assert [label for label, _ in classify_texts(clf, tok, info, ["good happy day", "awful sad night"])] == ["pos", "neg"]
+    assert main(["classify", "--model", str(out), "great fine", "poor bad"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[0] for line in printed] == ["pos", "neg"]
+    assert all(0.5 < float(line.split("\t")[1]) <= 1.0 for line in printed)
+
+
+def test_classify_reads_stdin(ckpt, tmp_path, capsys, monkeypatch) -> None:
+    import io
+
+    data = _write_data(tmp_path / "d.tsv", n=24)
+    out = tmp_path / "run"
+    assert main(_args(ckpt, data, out, "--epochs", "1", "--trains", "all")) == 0
+    capsys.readouterr()
+    monkeypatch.setattr("sys.stdin", io.StringIO("good day\n\nbad night\n"))
+    assert main(["classify", "--model", str(out)]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2  # blank lines skipped
+
+
+def test_resume_is_exact(ckpt, tmp_path, capsys) -> None:
+    data = _write_data(tmp_path / "d.tsv", n=30)
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    common = ("--epochs", "2", "--trains", "lora", "--lora.rank", "2", "--lora.dropout", "0.1")
+    assert main(_args(ckpt, data, whole, *common)) == 0
+    assert main(_args(ckpt, data, parts, *common, "--train.stop-at-step", "7")) == 0
+    assert main(_args(ckpt, data, parts, *common, "--resume")) == 0
+    capsys.readouterr()
+    a = json.loads((whole / "metrics.json").read_text())["history"][-1]
+    b = json.loads((parts / "metrics.json").read_text())["history"][-1]
+    assert a["step"] == b["step"] and a["val_loss"] == pytest.approx(b["val_loss"], abs=1e-6)
+
+
+def test_from_scratch_lora_saves_a_self_contained_classifier(ckpt, tmp_path, capsys) -> None:
+    data = _write_data(tmp_path / "d.tsv", n=24)
+    out = tmp_path / "run"
+    assert main(_args(ckpt, data, out, "--epochs", "1", "--trains", "lora", "--from-scratch", "true")) == 0
+    assert "random weights" in capsys.readouterr().err
+    assert (out / "classifier" / "model.safetensors").is_file()  # the random base exists nowhere else
+    clf, tok, info = load_classifier(out)
+    assert info["lora"] is None and len(classify_texts(clf, tok, info, ["good day"])) == 1
