@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
-from scratchllm.cli import convert, data, finetune, generate, serve, tokenizer
+from scratchllm.cli import convert, data, evaluate, finetune, generate, serve, tokenizer
 from scratchllm.errors import ScratchLLMError
 from scratchllm.recipes import classify, demo, dpo, instruct, pretrain
 from scratchllm.utf8 import read_utf8
@@ -60,6 +60,7 @@ COMMANDS: dict[str, Any] = {
     },
     "classify": Command(finetune.classify, positional="texts"),
     "merge-lora": finetune.merge_lora,
+    "evaluate": {"perplexity": evaluate.perplexity, "choice": evaluate.choice, "judge": evaluate.judge},
 }
 
 
