@@ -36,6 +36,7 @@ from scratchllm.recipes.finetune import (
     stderr,
     train_epochs,
 )
+from scratchllm.recipes.pretrain import training_session
 
 if TYPE_CHECKING:
     import torch
@@ -231,15 +232,10 @@ def finetune_classify(
 
     from scratchllm.data.batches import ExampleBatches
     from scratchllm.model.heads import SequenceClassifier
-    from scratchllm.train.device import resolve_precision
-    from scratchllm.train.distributed import setup_distributed, teardown_distributed
 
-    env = setup_distributed(train.device)
-    say: Log = stderr if env.is_main else (lambda _msg: None)
     out_dir = Path(out_dir)
     started = time.perf_counter()
-    try:
-        precision = resolve_precision(train.precision, env.device)
+    with training_session(train, stderr) as (env, say, precision):
         read_options = dict(text_column=text_column, label_column=label_column, format=format, header=header)
         names, parts = load_splits(
             Path(data), val_data, test_data, read_options, labels=labels, balance=balance, split=split,
@@ -312,8 +308,6 @@ def finetune_classify(
             "wall_seconds": round(time.perf_counter() - started, 1),
             "resumed_from": result.resumed_from,
         }
-    finally:
-        teardown_distributed()
 
 
 # ---------------------------------------------------------------------------------------------- saving

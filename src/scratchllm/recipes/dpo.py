@@ -42,6 +42,7 @@ from scratchllm.recipes.finetune import (
     split_data,
     stderr,
 )
+from scratchllm.recipes.pretrain import training_session
 
 if TYPE_CHECKING:
     from scratchllm.train.dpo import DPOLoss
@@ -183,8 +184,6 @@ def finetune_dpo(
     from scratchllm.recipes.instruct import save_result
     from scratchllm.recipes.pretrain import attach_callbacks, build_trainer, resume_or_refuse, wrap_model
     from scratchllm.train.checkpoint import unwrap_model
-    from scratchllm.train.device import resolve_precision
-    from scratchllm.train.distributed import setup_distributed, teardown_distributed
     from scratchllm.train.dpo import DPOLoss, describe, preference_metrics
     from scratchllm.train.dpo_metrics import PreferenceEvaluation
 
@@ -193,15 +192,12 @@ def finetune_dpo(
             "finetune dpo: --train.global-batch-tokens does not apply (a batch is a number of preference pairs); "
             "use --train.micro-batch-size"
         )
-    env = setup_distributed(train.device)
-    say: Log = stderr if env.is_main else (lambda _msg: None)
     out_dir = Path(out_dir)
     started = time.perf_counter()
-    try:
+    with training_session(train, stderr) as (env, say, precision):
         if train.sample_prompt:
             say("train.sample_prompt is not used by DPO (see responses.json for answers before and after)")
         # 1. data, in the model's prompt format
-        precision = resolve_precision(train.precision, env.device)
         parts = split_data(data, val_data, test_data, read_preferences, split=split, seed=train.seed, say=say)
         loaded = load_base(model, env, seed=train.seed, tokenizer=tokenizer, say=say)
         net, tok, template = loaded.model, loaded.tokenizer, loaded.chat_template
@@ -316,5 +312,3 @@ def finetune_dpo(
             **{f"{name}_{key}": final[name][key] for name in ("val", "test") for key in ("accuracy", "margin")},
             "wall_seconds": round(time.perf_counter() - started, 1), "resumed_from": resumed_from,
         }  # fmt: skip
-    finally:
-        teardown_distributed()

@@ -40,6 +40,7 @@ from scratchllm.recipes.finetune import (
     stderr,
     train_epochs,
 )
+from scratchllm.recipes.pretrain import training_session
 
 
 def text_scores(responses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
@@ -147,16 +148,11 @@ def finetune_instruct(
     from scratchllm.atomic import write_json_atomic
     from scratchllm.data.batches import ExampleBatches
     from scratchllm.data.instruct import collate as collate_examples
-    from scratchllm.train.device import resolve_precision
-    from scratchllm.train.distributed import setup_distributed, teardown_distributed
     from scratchllm.train.loop import next_token_loss
 
-    env = setup_distributed(train.device)
-    say: Log = stderr if env.is_main else (lambda _msg: None)
     out_dir = Path(out_dir)
     started = time.perf_counter()
-    try:
-        precision = resolve_precision(train.precision, env.device)
+    with training_session(train, stderr) as (env, say, precision):
         parts = split_data(data, val_data, test_data, read_instructions, split=split, seed=train.seed, say=say)
         loaded = load_base(model, env, seed=train.seed, from_scratch=from_scratch, tokenizer=tokenizer, say=say)
         net, tok, template = loaded.model, loaded.tokenizer, loaded.chat_template
@@ -237,8 +233,6 @@ def finetune_instruct(
             "best_epoch": result.best.get("epoch") if result.best else None,
             "wall_seconds": round(time.perf_counter() - started, 1), "resumed_from": result.resumed_from,
         }  # fmt: skip
-    finally:
-        teardown_distributed()
 
 
 def save_result(out_dir: Path, net: Any, tokenizer: Any, lora: LoRAConfig | None, base_model: str, say: Log) -> dict:

@@ -22,7 +22,8 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -198,6 +199,24 @@ def build_trainer(
     )
 
 
+@contextmanager
+def training_session(train: TrainConfig, log: Log) -> Iterator[tuple[Any, Log, str]]:
+    """The frame every recipe runs in: ``(env, say, precision)``.
+
+    Joins the process group (under torchrun), lets rank 0 alone speak through ``say``, resolves the precision next
+    to the device it depends on, and leaves the process group at the end, also when the run fails.
+    """
+    from scratchllm.train.device import resolve_precision
+    from scratchllm.train.distributed import setup_distributed, teardown_distributed
+
+    env = setup_distributed(train.device)
+    try:
+        say: Log = log if env.is_main else (lambda _msg: None)
+        yield env, say, resolve_precision(train.precision, env.device)
+    finally:
+        teardown_distributed()
+
+
 def resume_or_refuse(trainer: Any, ckpt_root: Path, resume: bool, reschedule: bool, say: Log) -> str | None:
     """Load the newest complete checkpoint when resuming; refuse to mix a fresh run into an old one.
 
@@ -335,16 +354,11 @@ def pretrain(
         resume: continue from the newest complete checkpoint in out_dir (starts fresh if there is none).
         tokenizer: tokenizer folder (default: the one recorded in the data's meta.json).
     """
-    from scratchllm.train.device import resolve_precision
-    from scratchllm.train.distributed import setup_distributed, teardown_distributed
     from scratchllm.train.logging import flops_per_token
 
-    env = setup_distributed(train.device)
-    say: Log = _stderr if env.is_main else (lambda _msg: None)
     out_dir = Path(out_dir)
-    try:
-        # 1. precision, next to the device; 2. data, sized by the model's context length
-        precision = resolve_precision(train.precision, env.device)
+    with training_session(train, _stderr) as (env, say, precision):
+        # 1. precision, next to the device (training_session); 2. data, sized by the model's context length
         config = model_config_for(model, read_vocab_size(data), str(data.dirs[0] / "meta.json"))
         ctx = config.context_length
         accum = train.grad_accum_steps(ctx, env.world_size)
@@ -392,5 +406,3 @@ def pretrain(
             "checkpoint": str(last_checkpoint) if last_checkpoint else None,
             "resumed_from": resumed_from,
         }
-    finally:
-        teardown_distributed()
