@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 
@@ -27,17 +26,11 @@ def fast_gguf_reading() -> Iterator[None]:
     """Within this block ``gguf`` reads faster (see the module docstring)."""
     import gguf
 
-    class ArrayReader(gguf.GGUFReader):
-        @property
-        def data(self) -> np.ndarray:
-            return self._buffer
+    from scratchllm.weights.gguf import fast_reader_class
 
-        @data.setter
-        def data(self, value: np.ndarray) -> None:
-            self._buffer = value.view(np.ndarray)
-
+    reader = fast_reader_class()  # built before the patch, so it subclasses the package's own reader
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(gguf, "GGUFReader", ArrayReader)
+        mp.setattr(gguf, "GGUFReader", reader)
         mp.setattr(gguf, "get_tensor_name_map", functools.lru_cache(gguf.get_tensor_name_map))
         yield
 

@@ -176,7 +176,7 @@ class GGUFModel:
 
 # ---------------------------------------------------------------------------------------------- reading
 @lru_cache(maxsize=1)
-def _reader_class() -> type:
+def fast_reader_class() -> type:
     """``gguf.GGUFReader`` over a plain array view of its memory map.
 
     The reader slices its buffer once or twice per metadata value (about 250,000 times for a 49k-token
@@ -202,7 +202,7 @@ def _open(path: str | Path) -> Any:
     if not path.is_file():
         raise ScratchLLMError(f"{path}: GGUF file not found")
     try:
-        return _reader_class()(path, "r")
+        return fast_reader_class()(path, "r")
     except Exception as exc:  # the reader raises ValueError/IndexError/... on truncated or foreign files
         raise ScratchLLMError(f"{path}: not a readable GGUF file (truncated or corrupt?): {exc}") from None
 
