@@ -39,3 +39,25 @@ def time_interleaved(
             results[name] = fn()
             times[name].append(time.perf_counter() - t0)
     return times, results
+
+
+def hf_greedy(hf: Any, prompt: Any) -> Callable[[int], list[int]]:
+    """``k -> exactly k greedy new token ids`` from a Hugging Face model (no early stop at eos), with the KV cache."""
+    import torch
+
+    hf.generation_config.pad_token_id = hf.generation_config.eos_token_id
+    prompt_len = prompt.shape[1]
+
+    def run(k: int) -> list[int]:
+        with torch.inference_mode():
+            out = hf.generate(
+                prompt,
+                attention_mask=torch.ones_like(prompt),
+                max_new_tokens=k,
+                min_new_tokens=k,
+                do_sample=False,
+                use_cache=True,
+            )
+        return out[0, prompt_len:].tolist()
+
+    return run

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from _common import read_bandwidth, time_interleaved  # benchmarks/_common.py
+from _common import hf_greedy, read_bandwidth, time_interleaved  # benchmarks/_common.py
 from scratchllm.config import ModelConfig
 from scratchllm.generation import generate
 from scratchllm.model import GPTModel, optimize_for_decoding, set_weight_layout
@@ -92,20 +92,7 @@ def run_dtype(
     skip_uncached: bool,
 ) -> None:
     """Time the three decoders for one dtype and print their rows."""
-    hf.generation_config.pad_token_id = hf.generation_config.eos_token_id
-    prompt_len = prompt.shape[1]
-
-    def hf_generate(k: int) -> list[int]:
-        with torch.inference_mode():
-            out = hf.generate(
-                prompt,
-                attention_mask=torch.ones_like(prompt),
-                max_new_tokens=k,
-                min_new_tokens=k,
-                do_sample=False,
-                use_cache=True,
-            )
-        return out[0, prompt_len:].tolist()
+    hf_generate = hf_greedy(hf, prompt)
 
     rows = {
         "ours, KV cache": lambda k: generate(ours, prompt, k, use_cache=True)[0],

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from _common import read_bandwidth, time_interleaved
+from _common import hf_greedy, read_bandwidth, time_interleaved
 from scratchllm.generation import generate
 from scratchllm.model.quantize import WEIGHT_FORMATS, quantize_for_decoding
 from scratchllm.weights import load
@@ -162,25 +162,10 @@ def hf_generators(
     t0 = time.perf_counter()
     base = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name).eval()
     load_s = time.perf_counter() - t0
-    prompt_len = prompt.shape[1]
     out = {}
     for fmt in formats:
         hf = copy.deepcopy(base).to(HF_DTYPES[fmt])
-        hf.generation_config.pad_token_id = hf.generation_config.eos_token_id
-
-        def run(k: int, hf: nn.Module = hf) -> list[int]:
-            with torch.inference_mode():
-                tokens = hf.generate(
-                    prompt,
-                    attention_mask=torch.ones_like(prompt),
-                    max_new_tokens=k,
-                    min_new_tokens=k,
-                    do_sample=False,
-                    use_cache=True,
-                )
-            return tokens[0, prompt_len:].tolist()
-
-        out[fmt] = (weight_bytes(hf), run)
+        out[fmt] = (weight_bytes(hf), hf_greedy(hf, prompt))
     return load_s, out
 
 
