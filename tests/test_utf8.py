@@ -48,3 +48,17 @@ def test_read_json_names_the_file_and_line(tmp_path):
         read_json(tmp_path / "bad.json")
     (tmp_path / "ok.json").write_text('{"名": [1]}', encoding="utf-8")
     assert read_json(tmp_path / "ok.json") == {"名": [1]}
+
+
+def test_jsonl_objects_keep_line_numbers_and_name_the_bad_line(tmp_path):
+    from scratchllm.utf8 import read_jsonl_objects
+
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"a": 1}\n\n  \n{"b": 2}\n', encoding="utf-8")
+    assert read_jsonl_objects(path) == [(1, {"a": 1}), (4, {"b": 2})]
+    path.write_text('{"a": 1}\n[1, 2]\n', encoding="utf-8")
+    with pytest.raises(ScratchLLMError, match=r"rows.jsonl:2: expected a JSON object per line, got list"):
+        read_jsonl_objects(path)
+    path.write_text('{"a": 1}\n{"b": \n', encoding="utf-8")
+    with pytest.raises(ScratchLLMError, match=r"rows.jsonl:2: invalid JSON"):
+        read_jsonl_objects(path)

@@ -3,7 +3,8 @@
 Every file the project reads as text (corpora, tokenizer files, YAML configs, and every JSON file: configs,
 ``meta.json``, checkpoint metadata) and stdin goes through here, so a bad byte is always reported the same way:
 the file (and line), the byte offset, the byte, and the command-line switch that would replace bad bytes with
-U+FFFD where the command has one. :func:`read_json` adds the same for bad JSON (file, line, column).
+U+FFFD where the command has one. :func:`read_json` adds the same for bad JSON (file, line, column), and
+:func:`read_jsonl_objects` for JSON Lines files (file and line).
 """
 
 from __future__ import annotations
@@ -57,3 +58,22 @@ def read_json(path: Path) -> Any:
         return json.loads(read_utf8(path))
     except json.JSONDecodeError as exc:
         raise ScratchLLMError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+
+
+def read_jsonl_objects(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` for every non-blank line of a JSON Lines file.
+
+    A line that is not valid JSON, or not a JSON object, is a one-line error naming the file and the line.
+    """
+    records = []
+    for n, line in enumerate(read_utf8(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ScratchLLMError(f"{path}:{n}: invalid JSON ({exc.msg})") from None
+        if not isinstance(record, dict):
+            raise ScratchLLMError(f"{path}:{n}: expected a JSON object per line, got {type(record).__name__}")
+        records.append((n, record))
+    return records

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 from scratchllm.errors import ScratchLLMError
-from scratchllm.utf8 import read_utf8
+from scratchllm.utf8 import read_jsonl_objects, read_utf8
 
 if TYPE_CHECKING:
     import torch
@@ -75,20 +74,9 @@ def _rows(path: Path, fmt: str, header: bool) -> list[tuple[str, dict[str, objec
         except Exception as exc:  # pyarrow raises several types for bad files
             raise ScratchLLMError(f"{path}: cannot read parquet ({str(exc).splitlines()[0]})") from None
         return [(f"{path} row {i}", row) for i, row in enumerate(table)]
-    text = read_utf8(path)
     if fmt == "jsonl":
-        rows = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ScratchLLMError(f"{path}:{n}: invalid JSON ({exc.msg})") from None
-            if not isinstance(record, dict):
-                raise ScratchLLMError(f"{path}:{n}: expected a JSON object per line")
-            rows.append((f"{path}:{n}", record))
-        return rows
+        return [(f"{path}:{n}", record) for n, record in read_jsonl_objects(path)]
+    text = read_utf8(path)
     if fmt == "tsv":
         lines = [line.split("\t") for line in text.splitlines()]
     else:

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from scratchllm.errors import ScratchLLMError
-from scratchllm.utf8 import read_utf8
+from scratchllm.utf8 import read_jsonl_objects, read_utf8
 
 if TYPE_CHECKING:
     import torch
@@ -77,19 +77,12 @@ class InstructExample:
 
 
 # ---------------------------------------------------------------------------------------------- reading
-def _objects(path: Path) -> list[tuple[str, Any]]:
-    text = read_utf8(path)
+def json_records(path: Path) -> list[tuple[str, Any]]:
+    """``(where, record)`` for each record of a ``.jsonl`` file (one per line) or a ``.json`` list."""
     if path.suffix.lower() == ".jsonl":
-        rows = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append((f"{path}:{n}", json.loads(line)))
-                except json.JSONDecodeError as exc:
-                    raise ScratchLLMError(f"{path}:{n}: invalid JSON ({exc.msg})") from None
-        return rows
+        return [(f"{path}:{n}", record) for n, record in read_jsonl_objects(path)]
     try:
-        data = json.loads(text)
+        data = json.loads(read_utf8(path))
     except json.JSONDecodeError as exc:
         raise ScratchLLMError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
     if not isinstance(data, list):
@@ -141,7 +134,7 @@ def read_instructions(path: str | Path) -> list[InstructRecord]:
     path = Path(path)
     if not path.is_file():
         raise ScratchLLMError(f"{path}: data file not found")
-    rows = _objects(path)
+    rows = json_records(path)
     return [parse_record(row, f"{where} record {i}") for i, (where, row) in enumerate(rows)]
 
 

@@ -25,8 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scratchllm.data.instruct import _objects as json_records
-from scratchllm.data.instruct import encode_record, encode_text, end_id, parse_record
+from scratchllm.data.instruct import encode_record, encode_text, end_id, json_records, parse_record
 from scratchllm.errors import ScratchLLMError
 
 if TYPE_CHECKING:

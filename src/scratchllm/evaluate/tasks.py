@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from scratchllm.errors import ScratchLLMError
-from scratchllm.utf8 import read_utf8
+from scratchllm.utf8 import read_jsonl_objects, read_utf8
 
 TaskFormat = Literal["cmmlu", "ceval", "hellaswag", "jsonl"]
 LETTERS = ("A", "B", "C", "D")
@@ -287,18 +286,7 @@ def read_csv_task(task: str, data: Path, dev: Path | None = None) -> list[Subjec
 def _jsonl_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
     if not path.is_file():
         raise ScratchLLMError(f"{path}: task file not found (expected a .jsonl file)")
-    records = []
-    for line_no, line in enumerate(read_utf8(path).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ScratchLLMError(f"{path}:{line_no}: invalid JSON ({exc.msg})") from None
-        if not isinstance(record, dict):
-            raise ScratchLLMError(f"{path}:{line_no}: expected a JSON object")
-        records.append((line_no, record))
-    return records
+    return read_jsonl_objects(path)
 
 
 def _field(record: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
