@@ -102,8 +102,9 @@ def _as_rows(prompts: Sequence[Sequence[int]] | Tensor) -> list[list[int]]:
 
 def iter_tokens(
     model: torch.nn.Module,
-    prompts: Sequence[Sequence[int]] | Tensor,
+    rows: list[list[int]],
     max_new_tokens: int,
+    *,
     temperature: float = 0.0,
     top_k: int | None = None,
     top_p: float | None = None,
@@ -113,11 +114,11 @@ def iter_tokens(
 ) -> Iterator[Tensor]:
     """Yield the next token of every row (``[B]`` tensor) ``max_new_tokens`` times. The decoding loop itself.
 
+    ``rows`` are the prompts as :func:`generate` and :func:`stream` pass them (non-empty lists of ids).
     Prompts longer than ``context_length`` keep their last ``context_length`` tokens (or raise with
     ``strict_context``). The model is put in eval mode while decoding and restored afterwards.
     """
     check_sampling(temperature, top_k, top_p)
-    rows = _as_rows(prompts)
     ctx = model.config.context_length
     vocab = model.config.vocab_size
     for i, row in enumerate(rows):
@@ -193,8 +194,9 @@ def generate(
     out: list[list[int]] = [[] for _ in rows]
     done = [False] * len(rows)
     steps = iter_tokens(
-        model, rows, max_new_tokens, temperature, top_k, top_p, use_cache, seed, strict_context
-    )
+        model, rows, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, use_cache=use_cache,
+        seed=seed, strict_context=strict_context,
+    )  # fmt: skip
     for next_ids in steps:
         for i, token in enumerate(next_ids.tolist()):
             if done[i]:
@@ -212,7 +214,7 @@ def generate(
 
 
 # ---------------------------------------------------------------------------------------- text
-def _default_eos(tokenizer: Any, eos_id: int | None) -> int | None:
+def default_eos(tokenizer: Any, eos_id: int | None) -> int | None:
     """The tokenizer's end-of-sequence id (a chat model's end-of-turn, e.g. ``<|im_end|>``), else ``<|endoftext|>``."""
     if eos_id is not None:
         return eos_id
@@ -241,14 +243,15 @@ def stream(
     could be the start of a stop string is held back until it is clear it is not one; the stop string itself is
     never yielded. ``eos_id`` defaults to the tokenizer's ``eot_id``.
     """
-    eos_id = _default_eos(tokenizer, eos_id)
+    eos_id = default_eos(tokenizer, eos_id)
     stops = [s for s in (stop_strings or []) if s]
     ids = tokenizer.encode(prompt, allowed_special="all")
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     text = ""  # decoded, not yet yielded
     steps = iter_tokens(
-        model, [ids], max_new_tokens, temperature, top_k, top_p, use_cache, seed, strict_context
-    )
+        model, _as_rows([ids]), max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+        use_cache=use_cache, seed=seed, strict_context=strict_context,
+    )  # fmt: skip
     try:
         for next_ids in steps:
             token = int(next_ids[0])
@@ -260,7 +263,7 @@ def stream(
                 if hit:
                     yield text[:hit]
                 return
-            keep = _held_back(text, stops)
+            keep = held_back(text, stops)
             if len(text) > keep:
                 yield text[: len(text) - keep]
                 text = text[len(text) - keep :]
@@ -273,7 +276,7 @@ def stream(
         steps.close()
 
 
-def _held_back(text: str, stops: Sequence[str]) -> int:
+def held_back(text: str, stops: Sequence[str]) -> int:
     """Length of the longest end of ``text`` that is the beginning of a stop string."""
     best = 0
     for s in stops:

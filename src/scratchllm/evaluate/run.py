@@ -51,26 +51,26 @@ def _write(output: Path | None, results: dict[str, Any]) -> None:
 def run_perplexity(
     model: Path,
     input: list[Path],
+    output: Path | None = None,
     tokenizer: Path | None = None,
     window: int | None = None,
     stride: int | None = None,
     batch_size: int = 1,
     device: str = "auto",
     dtype: DType = "auto",
-    output: Path | None = None,
 ) -> dict[str, Any]:
     """Loss, perplexity and bits per byte of each input file and of all together.
 
     Args:
         model: our checkpoint folder, a Hugging Face folder or a .gguf file.
         input: text files, each scored as one text.
+        output: write the results here as JSON.
         tokenizer: use this tokenizer instead of the model's own.
         window: tokens per forward pass (default: the model's context length).
         stride: tokens the window moves each step (default: half the window); each token is scored once, with at least window - stride tokens of context.
         batch_size: windows per forward pass.
         device: cpu, cuda, cuda:N, mps, or auto.
         dtype: weights' dtype: auto (as stored), float32, bfloat16, float16.
-        output: write the results here as JSON.
     """
     from scratchllm.evaluate.perplexity import perplexity
 

@@ -39,9 +39,7 @@ import torch
 from torch import Tensor
 
 from scratchllm.errors import ScratchLLMError
-from scratchllm.generation import _default_eos as default_eos
-from scratchllm.generation import _held_back as held_back
-from scratchllm.generation import check_sampling, sample_next
+from scratchllm.generation import check_sampling, default_eos, held_back, sample_next
 
 
 class QueueFull(ScratchLLMError):

@@ -115,13 +115,10 @@ class TransformerBlock(nn.Module):
         self.drop = nn.Dropout(cfg.drop_rate)
 
     def forward(
-        self,
-        x: Tensor,
-        kv_cache: KVCache | None = None,
-        layer: int = 0,
-        pad: Tensor | None = None,
-        rope: tuple[Tensor, Tensor] | None = None,
-    ) -> Tensor:
+        self, x: Tensor, kv_cache: KVCache | None, layer: int, pad: Tensor | None,
+        rope: tuple[Tensor, Tensor] | None,
+    ) -> Tensor:  # fmt: skip
+        """One pre-norm block; the model passes every argument (see :meth:`MultiHeadAttention.forward`)."""
         x = x + self.drop(self.att(self.norm1(x), kv_cache, layer, pad, rope))
         x = x + self.drop(self.ff(self.norm2(x)))
         return x

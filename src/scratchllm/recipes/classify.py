@@ -25,17 +25,7 @@ from scratchllm.data.classify import LabelledText, TableFormat, encode, label_na
 from scratchllm.data.classify import balance as undersample
 from scratchllm.data.classify import collate as collate_examples
 from scratchllm.errors import ScratchLLMError
-from scratchllm.recipes.finetune import (
-    FINETUNE_TRAIN,
-    Log,
-    TrainingData,
-    choose_trainable,
-    load_base,
-    prepare_run_folder,
-    split_data,
-    stderr,
-    train_epochs,
-)
+from scratchllm.recipes import finetune
 from scratchllm.recipes.pretrain import training_session
 
 if TYPE_CHECKING:
@@ -153,7 +143,7 @@ def load_splits(
     balance: bool,
     split: Sequence[float],
     seed: int,
-    say: Log,
+    say: finetune.Log,
 ) -> tuple[list[str], dict[str, list[LabelledText]]]:
     """The label names and the train/val/test records (split files given, or a seeded split of ``data``)."""
     names: list[str] = []
@@ -166,7 +156,7 @@ def load_splits(
         say(f"balanced by undersampling: {len(records)} -> {len(kept)} records ({len(kept) // len(names)} per class)")
         return kept
 
-    parts = split_data(
+    parts = finetune.split_data(
         data, val_data, test_data, lambda path: read_labelled(path, **read_options), split=split, seed=seed,
         say=say, prepare=prepare,
     )  # fmt: skip
@@ -178,6 +168,7 @@ def load_splits(
 def finetune_classify(
     model: Path,
     data: Path,
+    tokenizer: Path | None = None,
     out_dir: Path = Path("runs/classify"),
     text_column: str = "text",
     label_column: str = "label",
@@ -195,9 +186,8 @@ def finetune_classify(
     lora: LoRAConfig = LoRAConfig(),
     epochs: int = 3,
     from_scratch: bool = False,
-    train: TrainConfig = FINETUNE_TRAIN,
+    train: TrainConfig = finetune.FINETUNE_TRAIN,
     resume: bool = False,
-    tokenizer: Path | None = None,
 ) -> dict[str, Any]:
     """Finetune a model to classify text: a class head replaces the LM head; writes RUN/classifier.
 
@@ -207,6 +197,7 @@ def finetune_classify(
     Args:
         model: the model to start from: our checkpoint, a Hugging Face folder or a .gguf file.
         data: labelled text (.tsv, .csv, .jsonl, .parquet).
+        tokenizer: use this tokenizer instead of the model's own.
         out_dir: run folder (metrics.csv, loss.png, metrics.json, checkpoints/, classifier/).
         text_column: column (or JSON key) of the text; a number for files without a header.
         label_column: column (or JSON key) of the label.
@@ -226,7 +217,6 @@ def finetune_classify(
         from_scratch: random weights in the model's shape (a baseline that shows what pretraining gives).
         train: optimizer, batch, precision and checkpoint settings (max_steps follows from epochs).
         resume: continue the newest complete checkpoint in out_dir.
-        tokenizer: use this tokenizer instead of the model's own.
     """
     import torch
 
@@ -235,13 +225,15 @@ def finetune_classify(
 
     out_dir = Path(out_dir)
     started = time.perf_counter()
-    with training_session(train, stderr) as (env, say, precision):
+    with training_session(train, finetune.stderr) as (env, say, precision):
         read_options = dict(text_column=text_column, label_column=label_column, format=format, header=header)
         names, parts = load_splits(
             Path(data), val_data, test_data, read_options, labels=labels, balance=balance, split=split,
             seed=train.seed, say=say,
         )  # fmt: skip
-        loaded = load_base(model, env, seed=train.seed, from_scratch=from_scratch, tokenizer=tokenizer, say=say)
+        loaded = finetune.load_base(
+            model, env, seed=train.seed, from_scratch=from_scratch, tokenizer=tokenizer, say=say
+        )
         backbone = loaded.model
         context = backbone.config.context_length
         max_length = min(max_length or context, context)
@@ -257,7 +249,7 @@ def finetune_classify(
         def freeze() -> None:  # LoRA: the adapters come on top of a trainable head
             clf.trainable_parts("head" if trains == "lora" else trains, last_blocks)
 
-        lora_config = choose_trainable(clf, backbone, trains, lora, say, freeze_rest=freeze)
+        lora_config = finetune.choose_trainable(clf, backbone, trains, lora, say, freeze_rest=freeze)
 
         def collate(examples):
             return collate_examples(examples, pad_id)
@@ -277,14 +269,14 @@ def finetune_classify(
             "epochs": epochs, "train": train.to_dict(), "precision": precision, "tokenizer": "tokenizer",
         }  # fmt: skip
         if env.is_main:
-            prepare_run_folder(out_dir, loaded.tokenizer, run_info, resume)
+            finetune.prepare_run_folder(out_dir, loaded.tokenizer, run_info, resume)
 
         def score() -> dict[str, float]:
             accuracy = evaluate_split(clf, readers["val"], names, env.device, precision)["accuracy"]
             return {"val_accuracy": accuracy, "val_score": accuracy}
 
-        result = train_epochs(
-            clf, TrainingData(batches, eval_sets, backbone.config.vocab_size, out_dir / "tokenizer"),
+        result = finetune.train_epochs(
+            clf, finetune.TrainingData(batches, eval_sets, backbone.config.vocab_size, out_dir / "tokenizer"),
             classification_loss, epochs=epochs, train=train, env=env, precision=precision, out_dir=out_dir,
             run_info=run_info, resume=resume, model_config={"format": CLASSIFIER_FORMAT, **info}, score=score,
             say=say,

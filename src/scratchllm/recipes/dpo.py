@@ -32,16 +32,7 @@ from scratchllm.config import LoRAConfig, TrainConfig
 from scratchllm.data.instruct import PromptFormat, end_id, resolve_format
 from scratchllm.data.preference import PreferenceExample, collate, encode_pairs, read_preferences
 from scratchllm.errors import ScratchLLMError
-from scratchllm.recipes.finetune import (
-    FINETUNE_TRAIN,
-    Log,
-    TrainingData,
-    choose_trainable,
-    load_base,
-    prepare_run_folder,
-    split_data,
-    stderr,
-)
+from scratchllm.recipes import finetune
 from scratchllm.recipes.pretrain import training_session
 
 if TYPE_CHECKING:
@@ -49,12 +40,15 @@ if TYPE_CHECKING:
 
 #: DPO's defaults (the book's: lr 5e-6, weight decay 0.01, batch 8, evaluation every 5 steps on 5 batches).
 DPO_TRAIN = dataclasses.replace(
-    FINETUNE_TRAIN, lr=5e-6, min_lr=5e-6, weight_decay=0.01, eval_every=5, eval_batches=5, log_every=5
-)
+    finetune.FINETUNE_TRAIN, lr=5e-6, min_lr=5e-6, weight_decay=0.01, eval_every=5, eval_batches=5,
+    log_every=5,
+)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- the reference
-def build_reference(net: Any, trains: str, reference: Path | None, env: Any, say: Log) -> tuple[str, Any]:
+def build_reference(
+    net: Any, trains: str, reference: Path | None, env: Any, say: finetune.Log
+) -> tuple[str, Any]:
     """``(kind, model)`` for :class:`DPOLoss`: ``--reference``, adapters off (LoRA) or a frozen copy of ``net``.
 
     Call it before LoRA goes in (the copy is the starting model) and before resuming (a resumed run keeps the
@@ -129,6 +123,7 @@ def answer(model: Any, tokenizer: Any, examples: Sequence[PreferenceExample], ma
 def finetune_dpo(
     model: Path,
     data: Path,
+    tokenizer: Path | None = None,
     out_dir: Path = Path("runs/dpo"),
     reference: Path | None = None,
     beta: float = 0.1,
@@ -136,10 +131,10 @@ def finetune_dpo(
     average_logprobs: bool = False,
     precompute_reference: bool = False,
     prompt_format: PromptFormat = "auto",
+    max_length: int | None = 1024,
     split: tuple[float, float, float] = (0.85, 0.05, 0.1),
     val_data: Path | None = None,
     test_data: Path | None = None,
-    max_length: int | None = 1024,
     trains: Literal["all", "lora"] = "all",
     lora: LoRAConfig = LoRAConfig(),
     epochs: int = 1,
@@ -147,7 +142,6 @@ def finetune_dpo(
     max_new_tokens: int = 128,
     train: TrainConfig = DPO_TRAIN,
     resume: bool = False,
-    tokenizer: Path | None = None,
 ) -> dict[str, Any]:
     """Align a model with preferences (prompt, chosen and rejected answers) by Direct Preference Optimization.
 
@@ -158,6 +152,7 @@ def finetune_dpo(
         model: the model to tune (usually instruction-tuned): our checkpoint, a Hugging Face folder or a .gguf.
         data: .json list or .jsonl of records with chosen, rejected and a prompt (text or messages) or
             instruction/input (rendered in the model's prompt format).
+        tokenizer: use this tokenizer instead of the model's own.
         out_dir: run folder (metrics.csv, loss.png, dpo_metrics.csv, margins.png, metrics.json, responses.json,
             model/ or adapter/).
         reference: the reference model (default: the starting model; with LoRA, it with adapters switched off).
@@ -166,10 +161,10 @@ def finetune_dpo(
         average_logprobs: average the answers' token log-probabilities instead of summing them (the paper sums).
         precompute_reference: score every pair with the reference once before training, then free it.
         prompt_format: alpaca, chat (the model's chat template), or auto (chat where the model has a template).
+        max_length: tokens per prompt + answer at most (and at most the model's context); answers are cut.
         split: train/val/test fractions of a seeded shuffle of the data.
         val_data: validation file (with test_data: use these instead of splitting data).
         test_data: test file.
-        max_length: tokens per prompt + answer at most (and at most the model's context); answers are cut.
         trains: what trains: all weights, or LoRA adapters.
         lora: LoRA settings (with trains=lora).
         epochs: passes over the training pairs.
@@ -177,7 +172,6 @@ def finetune_dpo(
         max_new_tokens: longest generated answer.
         train: optimizer, batch, precision, evaluation and checkpoint settings (max_steps follows from epochs).
         resume: continue the newest complete checkpoint in out_dir.
-        tokenizer: use this tokenizer instead of the model's own.
     """
     from scratchllm.atomic import write_json_atomic
     from scratchllm.data.batches import ExampleBatches
@@ -194,12 +188,14 @@ def finetune_dpo(
         )
     out_dir = Path(out_dir)
     started = time.perf_counter()
-    with training_session(train, stderr) as (env, say, precision):
+    with training_session(train, finetune.stderr) as (env, say, precision):
         if train.sample_prompt:
             say("train.sample_prompt is not used by DPO (see responses.json for answers before and after)")
         # 1. data, in the model's prompt format
-        parts = split_data(data, val_data, test_data, read_preferences, split=split, seed=train.seed, say=say)
-        loaded = load_base(model, env, seed=train.seed, tokenizer=tokenizer, say=say)
+        parts = finetune.split_data(
+            data, val_data, test_data, read_preferences, split=split, seed=train.seed, say=say
+        )
+        loaded = finetune.load_base(model, env, seed=train.seed, tokenizer=tokenizer, say=say)
         net, tok, template = loaded.model, loaded.tokenizer, loaded.chat_template
         fmt = resolve_format(prompt_format, template)
         length = min(max_length or net.config.context_length, net.config.context_length)
@@ -216,7 +212,7 @@ def finetune_dpo(
         kind, ref_model = build_reference(net, trains, reference, env, say)
         # With LoRA only the adapters train: the reference is the model with them off, so nothing else may move.
         freeze_rest = lambda: net.requires_grad_(trains != "lora")  # noqa: E731
-        lora_config = choose_trainable(net, net, trains, lora, say, freeze_rest=freeze_rest)
+        lora_config = finetune.choose_trainable(net, net, trains, lora, say, freeze_rest=freeze_rest)
         objective = DPOLoss(
             beta, label_smoothing=label_smoothing, average=average_logprobs, reference=kind, reference_model=ref_model
         )
@@ -259,16 +255,13 @@ def finetune_dpo(
             "precision": precision, "tokenizer": "tokenizer",
         }  # fmt: skip
         if env.is_main:
-            prepare_run_folder(out_dir, tok, run_info, resume)
-        # A LoRA run's checkpoints hold base + adapters: resumable, not a plain model (RUN/adapter is the result).
-        checkpoint_config = {"format": "scratchllm", "model": net.config.to_dict()}
-        if lora_config is not None:
-            checkpoint_config = {"format": "scratchllm-lora-training", **run_info}
+            finetune.prepare_run_folder(out_dir, tok, run_info, resume)
+        checkpoint_config = finetune.checkpoint_config(net, run_info, lora_config)
         trainer = build_trainer(wrap_model(net, train, env), batches, train, env, precision, 1, objective)
         resumed_from = resume_or_refuse(trainer, out_dir / "checkpoints", resume, train.reschedule, say)
         # attach_callbacks' own evaluation sets are placeholders: PreferenceEvaluation takes over the losses
         placeholders = {"train": batches, "val": batches}
-        inputs = TrainingData(batches, placeholders, net.config.vocab_size, out_dir / "tokenizer")
+        inputs = finetune.TrainingData(batches, placeholders, net.config.vocab_size, out_dir / "tokenizer")
         hooks = attach_callbacks(
             trainer, inputs, train, env, precision, out_dir=out_dir, run_info=run_info, resumed_from=resumed_from,
             flops_per_token=0.0, say=say, loss_fn=objective, sample_text=False, model_config=checkpoint_config,

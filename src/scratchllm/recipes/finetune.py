@@ -100,6 +100,17 @@ def prepare_run_folder(out_dir: Path, tokenizer: Any, run_info: dict[str, Any], 
     write_run_folder(out_dir, run_info, out_dir / "tokenizer")
 
 
+def checkpoint_config(model: Any, run_info: dict[str, Any], lora: Any) -> dict[str, Any]:
+    """The config each checkpoint records: a plain model, or for LoRA the whole run (base + adapters).
+
+    A LoRA run's checkpoints hold base and adapters, so they resume the run but are not a plain model
+    (``RUN/adapter`` is the result); their config says so instead of posing as one.
+    """
+    if lora is not None:
+        return {"format": "scratchllm-lora-training", **run_info}
+    return {"format": "scratchllm", "model": model.config.to_dict()}
+
+
 def split_data(
     data: Path,
     val_data: Path | None,

@@ -29,17 +29,7 @@ from scratchllm.data.instruct import (
     resolve_format,
 )
 from scratchllm.errors import ScratchLLMError
-from scratchllm.recipes.finetune import (
-    FINETUNE_TRAIN,
-    Log,
-    TrainingData,
-    choose_trainable,
-    load_base,
-    prepare_run_folder,
-    split_data,
-    stderr,
-    train_epochs,
-)
+from scratchllm.recipes import finetune
 from scratchllm.recipes.pretrain import training_session
 
 
@@ -101,6 +91,7 @@ def respond(
 def finetune_instruct(
     model: Path,
     data: Path,
+    tokenizer: Path | None = None,
     out_dir: Path = Path("runs/instruct"),
     prompt_format: PromptFormat = "auto",
     train_on_prompt: bool = False,
@@ -115,9 +106,8 @@ def finetune_instruct(
     max_new_tokens: int = 256,
     test_responses: bool = True,
     baseline_responses: bool = False,
-    train: TrainConfig = FINETUNE_TRAIN,
+    train: TrainConfig = finetune.FINETUNE_TRAIN,
     resume: bool = False,
-    tokenizer: Path | None = None,
 ) -> dict[str, Any]:
     """Finetune a model to follow instructions (Alpaca or chat records); answers the test split afterwards.
 
@@ -127,6 +117,7 @@ def finetune_instruct(
     Args:
         model: the model to start from: our checkpoint, a Hugging Face folder or a .gguf file.
         data: .json list or .jsonl of Alpaca records (instruction, input, output) or chat records (messages).
+        tokenizer: use this tokenizer instead of the model's own.
         out_dir: run folder (metrics.csv, loss.png, responses.json, metrics.json, model/ or adapter/).
         prompt_format: alpaca, chat (the model's chat template), or auto (chat where the model has a template).
         train_on_prompt: take the loss on the whole sequence, not only on the responses.
@@ -143,7 +134,6 @@ def finetune_instruct(
         baseline_responses: also answer it before training, to compare.
         train: optimizer, batch, precision and checkpoint settings (max_steps follows from epochs).
         resume: continue the newest complete checkpoint in out_dir.
-        tokenizer: use this tokenizer instead of the model's own.
     """
     from scratchllm.atomic import write_json_atomic
     from scratchllm.data.batches import ExampleBatches
@@ -152,9 +142,13 @@ def finetune_instruct(
 
     out_dir = Path(out_dir)
     started = time.perf_counter()
-    with training_session(train, stderr) as (env, say, precision):
-        parts = split_data(data, val_data, test_data, read_instructions, split=split, seed=train.seed, say=say)
-        loaded = load_base(model, env, seed=train.seed, from_scratch=from_scratch, tokenizer=tokenizer, say=say)
+    with training_session(train, finetune.stderr) as (env, say, precision):
+        parts = finetune.split_data(
+            data, val_data, test_data, read_instructions, split=split, seed=train.seed, say=say
+        )
+        loaded = finetune.load_base(
+            model, env, seed=train.seed, from_scratch=from_scratch, tokenizer=tokenizer, say=say
+        )
         net, tok, template = loaded.model, loaded.tokenizer, loaded.chat_template
         fmt = resolve_format(prompt_format, template)
         context = net.config.context_length
@@ -180,7 +174,7 @@ def finetune_instruct(
         if baseline_responses and test_responses:
             say(f"answering {len(parts['test'])} test instructions before training")
             baseline = respond(net, tok, parts["test"], fmt, template, max_new_tokens=max_new_tokens)
-        lora_config = choose_trainable(
+        lora_config = finetune.choose_trainable(
             net, net, trains, lora, say, freeze_rest=lambda: net.requires_grad_(trains != "lora")
         )
         bs = train.micro_batch_size
@@ -196,13 +190,11 @@ def finetune_instruct(
             "from_scratch": from_scratch, "train": train.to_dict(), "precision": precision, "tokenizer": "tokenizer",
         }  # fmt: skip
         if env.is_main:
-            prepare_run_folder(out_dir, tok, run_info, resume)
-        # A LoRA run's checkpoints hold base + adapters: resumable, not a plain model (RUN/adapter is the result).
-        checkpoint_config = {"format": "scratchllm", "model": net.config.to_dict()}
-        if lora_config is not None:
-            checkpoint_config = {"format": "scratchllm-lora-training", **run_info}
-        result = train_epochs(
-            net, TrainingData(batches, eval_sets, net.config.vocab_size, out_dir / "tokenizer"), next_token_loss,
+            finetune.prepare_run_folder(out_dir, tok, run_info, resume)
+        checkpoint_config = finetune.checkpoint_config(net, run_info, lora_config)
+        result = finetune.train_epochs(
+            net, finetune.TrainingData(batches, eval_sets, net.config.vocab_size, out_dir / "tokenizer"),
+            next_token_loss,
             epochs=epochs, train=train, env=env, precision=precision, out_dir=out_dir, run_info=run_info,
             resume=resume, model_config=checkpoint_config, score=None, say=say,
         )  # fmt: skip
@@ -235,7 +227,9 @@ def finetune_instruct(
         }  # fmt: skip
 
 
-def save_result(out_dir: Path, net: Any, tokenizer: Any, lora: LoRAConfig | None, base_model: str, say: Log) -> dict:
+def save_result(
+    out_dir: Path, net: Any, tokenizer: Any, lora: LoRAConfig | None, base_model: str, say: finetune.Log
+) -> dict:
     """``RUN/model`` (full finetune) or ``RUN/adapter`` + ``RUN/adapter-peft`` (LoRA); their paths."""
     from scratchllm.weights import save_model
 

@@ -93,6 +93,10 @@ class Tokenizer(ABC):
         allowed = self._special_plan(text, allowed_special, disallowed_special)
         if not allowed:
             return self.encode_ordinary(text)
+        return self._encode_allowing(text, allowed)
+
+    def _encode_allowing(self, text: str, allowed: frozenset[str]) -> list[int]:
+        """Encode ``text``, turning the special tokens in ``allowed`` (checked, not empty) into their ids."""
         # Like tiktoken: find every special token, but only split at the allowed ones; the pieces between are
         # encoded independently, so the pre-tokenizer restarts after each special token.
         finder = special_regex(frozenset(self.special_tokens))

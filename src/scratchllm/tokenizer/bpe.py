@@ -26,7 +26,7 @@ import numpy as np
 import regex
 
 from scratchllm.errors import ScratchLLMError
-from scratchllm.tokenizer.base import META_FILE, SpecialSet, Tokenizer
+from scratchllm.tokenizer.base import META_FILE, Tokenizer
 
 #: GPT-2's pre-tokenizer as written by tiktoken: identical splits to OpenAI's original
 #: ``'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`` but faster (possessive ``++``).
@@ -267,15 +267,9 @@ class BPETokenizer(Tokenizer):
             return ids.astype(dtype)
         return np.asarray(self._python.encode_ordinary(text), dtype=dtype)
 
-    def encode(
-        self,
-        text: str,
-        allowed_special: SpecialSet = frozenset(),
-        disallowed_special: SpecialSet = "all",
-    ) -> list[int]:
+    def _encode_allowing(self, text: str, allowed: frozenset[str]) -> list[int]:
         if self._tiktoken is None:
-            return super().encode(text, allowed_special, disallowed_special)
-        allowed = self._special_plan(text, allowed_special, disallowed_special)
+            return super()._encode_allowing(text, allowed)
         return self._tiktoken.encode(text, allowed_special=allowed, disallowed_special=())
 
     def _encode_ordinary_batch(self, texts: Sequence[str], num_threads: int) -> list[list[int]] | None:
