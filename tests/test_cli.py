@@ -102,6 +102,11 @@ def test_old_spellings_and_jsonargparse_spellings_agree():
     # list values that look like options or hold spaces and quotes survive
     words = kwargs_of("demo", "--prompts", "I had", 'She "said"', "--max-new-tokens", "3")
     assert words["prompts"] == ["I had", 'She "said"'] and words["max_new_tokens"] == 3
+    # a group's fields spelled flat, as LoRA flags usually are (--lora-rank for --lora.rank)
+    base = ("finetune", "classify", "--model", "m", "--data", "d")
+    flat = kwargs_of(*base, "--lora-rank", "8", "--lora-alpha", "32", "--lora-targets", "q_proj", "v_proj")
+    dotted = kwargs_of(*base, "--lora.rank", "8", "--lora.alpha", "32", "--lora.targets", "[q_proj, v_proj]")
+    assert flat == dotted and (flat["lora"].rank, flat["lora"].alpha, flat["lora"].targets) == (8, 32, ["q_proj", "v_proj"])
 
 
 def test_precedence_default_then_yaml_then_flag(tmp_path):

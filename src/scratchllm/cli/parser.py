@@ -12,7 +12,8 @@ Adding a command is one line in :data:`COMMANDS`: ``"serve": serve.serve``, or a
 jsonargparse spells flags as the parameters are spelled (``--max_new_tokens``), takes booleans as
 ``--flag true|false`` and lists as ``--input '[a, b]'`` or ``--input+ a``. :func:`normalize_argv` is the small
 shim that also accepts this project's spellings from before, which the README uses: ``--max-new-tokens``,
-``--flag`` / ``--no-flag``, ``--input a b c`` and a bare ``scratchllm download NAME``.
+``--flag`` / ``--no-flag``, ``--input a b c`` and a bare ``scratchllm download NAME``, and a group's fields
+spelled flat (``--lora-rank 16`` for ``--lora.rank 16``).
 """
 
 from __future__ import annotations
@@ -206,6 +207,9 @@ def normalize_argv(argv: Sequence[str], line: CommandLine | None = None) -> list
             continue
         name, eq, value = word.partition("=")
         name = "--" + name[2:].replace("-", "_")
+        group, _, field = name.partition("_")
+        if name not in kinds and f"{group}.{field}" in kinds:
+            name = f"{group}.{field}"  # --lora-rank -> --lora.rank
         if name not in kinds and name.startswith("--no_") and kinds.get("--" + name[5:]) == "bool":
             out.append(f"--{name[5:]}=false")  # --no-cache
             continue
