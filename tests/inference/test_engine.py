@@ -264,3 +264,34 @@ def test_a_shared_prompt_prefix_is_copied_not_recomputed_and_changes_nothing(kin
     assert engine.reused_tokens == 10 + 12 + 3  # prompts[2] extends prompts[0]; prompts[3] keeps its last token
     for prompt, sink in zip(prompts, sinks):
         assert sink.tokens == generate(model, [prompt], 12)[0]
+
+
+@pytest.mark.parametrize("kind", ["gpt", "llama"])
+def test_requests_admitted_together_are_prefilled_in_one_forward_pass(kind: str) -> None:
+    model = spiky_model(kind)
+    shapes = []
+    model.register_forward_hook(lambda module, args, out: shapes.append(tuple(args[0].shape)))
+    engine = Engine(model, ByteTokenizer(), slots=4, eos_id=-1)
+    sinks = [submit(engine, p, SamplingParams(max_tokens=6, temperature=0.0)) for p in PROMPTS[:4]]
+    engine.step()
+    longest = max(len(p) for p in PROMPTS[:4])
+    assert shapes == [(4, longest), (4, 1)]  # one prefill, right-padded to the longest prompt; one decode step
+    run_until_idle(engine)
+    for prompt, sink in zip(PROMPTS[:4], sinks):
+        assert sink.tokens == generate(model, [prompt], 6)[0]  # padding after a short prompt changes nothing
+
+
+def test_a_shared_prefix_is_trimmed_when_the_batch_would_not_fit_its_slot() -> None:
+    model = spiky_model("llama")
+    system = list(range(7, 17))
+    engine = Engine(model, ByteTokenizer(), slots=3, max_len=16, eos_id=-1)
+    first = submit(engine, system + [40, 41], SamplingParams(max_tokens=4, temperature=0.0))
+    engine.step()
+    # prefilled together: the batch is 14 wide, so the first prompt may reuse only 16 - 14 = 2 cached positions
+    extends, other = system + [40, 41, 42, 43], list(range(100, 114))
+    sinks = [submit(engine, extends), submit(engine, other)]
+    run_until_idle(engine)
+    assert engine.reused_tokens == 2
+    assert first.tokens == generate(model, [system + [40, 41]], 4)[0]
+    for prompt, sink in zip([extends, other], sinks):
+        assert sink.tokens == generate(model, [prompt], 16 - len(prompt))[0]

@@ -6,9 +6,9 @@ requests one after another wastes that. The engine here keeps a fixed pool of KV
 :class:`~scratchllm.model.KVCache`) and runs a loop; each :meth:`Engine.step`:
 
 1. drops the sequences whose client left (their slots are free again at once);
-2. admits waiting requests while a slot is free: the prompt is run through the model into its slot
-   ("prefill"; a prefix that a running sequence already holds is copied from its row) and the first token is
-   sampled;
+2. admits waiting requests while a slot is free: their prompts run through the model into their slots together,
+   in one forward pass ("prefill", batched; a prefix that a running sequence already holds is copied from its
+   row) and each one's first token is sampled;
 3. decodes one token for *every* running sequence in **one** batched forward pass; each row continues from its
    own length and position (:meth:`KVCache.rows` with ``lengths``), so sequences of any age share the batch;
 4. hands each sequence its new text and frees the slots of those that finished (end of sequence, a stop
@@ -16,7 +16,7 @@ requests one after another wastes that. The engine here keeps a fixed pool of KV
 
 Running sequences always occupy rows ``0 .. n-1``: when one leaves, the last one's cache row is copied into
 its place, so step 3 is a dense batch of exactly the running sequences (vLLM's scheduler and llama.cpp's
-server slots are the models; this is the small readable version, without paged memory or batched prefill).
+server slots are the models; this is the small readable version, without paged memory or chunked prefill).
 
 Each request brings its own :class:`SamplingParams` (greedy or temperature/top-p, a seed, stop strings, log
 probabilities) and receives :class:`Output` events through a callback, from the engine's thread. Waiting
@@ -249,46 +249,61 @@ class Engine:
             gone.append(request)
         for request in gone:
             self._emit(request, Output(error="cancelled"))
-        admitted = False
-        while len(self.running) < self.slots:
-            with self._lock:
-                if not self.waiting:
-                    break
-                request = self.waiting.popleft()
-            self._prefill(request)
-            admitted = True
+        admitted = []
+        with self._lock:
+            while self.waiting and len(self.running) + len(admitted) < self.slots:
+                admitted.append(self.waiting.popleft())
+        if admitted:
+            self._prefill(admitted)
         if not self.running:
-            return admitted
+            return bool(admitted)
         self._decode()
         return True
 
     @torch.inference_mode()
-    def _prefill(self, request: Request) -> None:
-        """Run the prompt into the next free row and sample the first token.
+    def _prefill(self, requests: list[Request]) -> None:
+        """Run the prompts of ``requests`` into the next free rows in one forward pass; sample each first token.
 
         Prompts often begin alike (a chat template's system prompt): the keys and values of a prefix that a
         running sequence already holds are copied from its row instead of computed again (*prefix caching*;
-        a key depends only on the tokens up to it, so the copy is what the computation would give).
+        a key depends only on the tokens up to it, so the copy is what the computation would give). The rest
+        of each prompt is right-padded to the longest: a row writes its padding *after* its real tokens, where
+        no real query looks (attention is causal) and decoding overwrites it, and its logits are read at its
+        last real token.
         """
-        source, shared = self._shared_prefix(request.prompt)
-        row = len(self.running)
-        request.row = row
-        self.running.append(request)
-        view = self.cache.rows(row, row + 1)
-        if shared:
-            self.cache.copy_row(source, row, shared)
-            view.length = shared
-            self.reused_tokens += shared
-        rest = torch.tensor([request.prompt[shared:]], device=self.device)
-        logits = self.model(rest, kv_cache=view, last_only=True)
-        self.lengths[row] = len(request.prompt)
-        self._accept(request, logits[0, -1])
+        first = len(self.running)
+        prefixes = [self._shared_prefix(r.prompt, self.running[:first]) for r in requests]
+        width = max(len(r.prompt) - shared for r, (_, shared) in zip(requests, prefixes))
+        rests = []
+        for request, (source, shared) in zip(requests, prefixes):
+            # A row writes `width` positions after its prefix: reuse less of a long prefix if they would not fit
+            # (the prompt still does: it is shorter than a slot, so its rest stays within `width`).
+            shared = max(0, min(shared, self.max_len - width))
+            row = len(self.running)
+            request.row = row
+            self.running.append(request)
+            if shared:
+                self.cache.copy_row(source, row, shared)
+                self.reused_tokens += shared
+            self.lengths[row] = shared
+            rests.append(request.prompt[shared:])
+        tokens = torch.zeros(len(rests), width, dtype=torch.long, device=self.device)
+        for i, rest in enumerate(rests):
+            tokens[i, : len(rest)] = torch.tensor(rest)
+        stop = first + len(requests)
+        view = self.cache.rows(first, stop, lengths=self.lengths[first:stop])
+        last = torch.tensor([len(rest) - 1 for rest in rests], device=self.device)
+        logits = self.model(tokens, kv_cache=view, logits_at=last)[:, 0]
+        for request in requests:
+            self.lengths[request.row] = len(request.prompt)  # the padding is not part of the sequence
+        for request, row_logits in zip(requests, logits):
+            self._accept(request, row_logits)
 
-    def _shared_prefix(self, prompt: list[int]) -> tuple[int, int]:
-        """The running row whose cache starts with the longest part of ``prompt``, and that part's length
-        (at most ``len(prompt) - 1``: the last prompt token must run to give the next token's logits)."""
+    def _shared_prefix(self, prompt: list[int], candidates: list[Request]) -> tuple[int, int]:
+        """The row among ``candidates`` whose cache starts with the longest part of ``prompt``, and that part's
+        length (at most ``len(prompt) - 1``: the last prompt token must run to give the next token's logits)."""
         best_row, best = -1, 0
-        for other in self.running:
+        for other in candidates:
             cached = other.prompt + other.generated[:-1]  # the newest token is not in the cache yet
             limit, n = min(len(cached), len(prompt) - 1), 0
             while n < limit and cached[n] == prompt[n]:

@@ -173,7 +173,12 @@ class GPTModel(nn.Module):
 
     # ------------------------------------------------------------------------------------ forward
     def forward(
-        self, idx: Tensor, kv_cache: KVCache | None = None, pad: Tensor | None = None, last_only: bool = False
+        self,
+        idx: Tensor,
+        kv_cache: KVCache | None = None,
+        pad: Tensor | None = None,
+        last_only: bool = False,
+        logits_at: Tensor | None = None,
     ) -> Tensor:
         """Logits ``[B, T, vocab_size]`` for token ids ``idx`` ``[B, T]``.
 
@@ -187,6 +192,8 @@ class GPTModel(nn.Module):
                 first real token. With a cache, the cache's ``pad`` is used instead.
             last_only: return logits for the last position only (``[B, 1, V]``): generation needs nothing
                 else, and the LM head is a large matmul.
+            logits_at: like ``last_only``, but at position ``logits_at[b]`` of row ``b`` (``[B]`` indices
+                into ``T``): the last real token of right-padded rows, as a server's batched prefill has.
         """
         B, T = idx.shape
         if kv_cache is not None and kv_cache.lengths is not None:  # a pool of sequences, each at its own length
@@ -215,6 +222,8 @@ class GPTModel(nn.Module):
             kv_cache.advance(T)
         if last_only:
             x = x[:, -1:]
+        elif logits_at is not None:
+            x = x[torch.arange(B, device=x.device), logits_at][:, None]
         return self.lm_head(self.final_norm(x))
 
     def new_kv_cache(
