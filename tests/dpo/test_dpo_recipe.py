@@ -65,6 +65,9 @@ def test_finetune_dpo_raises_the_validation_margin(ckpt, tmp_path, capsys) -> No
     assert float(last_val["margin"]) > 0.5 and float(last_val["accuracy"]) == 1.0
     assert summary["val_accuracy"] == 1.0 and summary["test_margin"] > 0.5
     assert (out / "margins.png").stat().st_size > 0 and (out / "loss.png").is_file()
+    assert "val_perplexity" not in captured.err  # exp(DPO loss) is no perplexity
+    with open(out / "metrics.csv", newline="", encoding="utf-8") as fh:
+        assert not any(row.get("val_perplexity") for row in csv.DictReader(fh))
     responses = json.loads((out / "responses.json").read_text())
     assert len(responses) == 2 and set(responses[0]) == {"prompt", "chosen", "rejected", "before", "after"}
     assert summary["model"] == str(out / "model")

@@ -313,6 +313,7 @@ def attach_callbacks(
         sample=sample if tokenizer is not None else None,
         logger=logger,
         on_sample=lambda text: say(f"sample: {train.sample_prompt!r} -> {text!r}"),
+        perplexity=loss_fn in (None, next_token_loss),
     )
     checkpoints = CheckpointCallback(
         out_dir / "checkpoints",

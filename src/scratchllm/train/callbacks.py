@@ -32,6 +32,8 @@ class EvalCallback(Callback):
         sample: function returning a text sample, or None.
         logger: where the eval row goes.
         on_sample: called with the sample text (rank 0 prints it).
+        perplexity: also report ``exp(val_loss)``; only meaningful when the loss is next-token cross-entropy
+            (not for a classifier's or DPO's loss).
     """
 
     def __init__(
@@ -42,8 +44,10 @@ class EvalCallback(Callback):
         sample: Callable[[], str] | None = None,
         logger: MetricsLogger | None = None,
         on_sample: Callable[[str], None] | None = None,
+        perplexity: bool = True,
     ) -> None:
         self.every = every
+        self.perplexity = perplexity
         self.losses = losses
         self.sample = sample
         self.logger = logger
@@ -56,7 +60,7 @@ class EvalCallback(Callback):
             result: dict[str, Any] = {"step": trainer.state.step, "tokens_seen": trainer.state.tokens_seen}
             for name, fn in self.losses.items():
                 result[f"{name}_loss"] = fn()
-            if "val_loss" in result:
+            if self.perplexity and "val_loss" in result:
                 result["val_perplexity"] = math.exp(min(result["val_loss"], 50.0))
             if self.sample is not None:
                 result["sample"] = self.sample()
