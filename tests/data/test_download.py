@@ -114,3 +114,41 @@ def test_unknown_name_and_cli(tmp_path, mirror, capsys):
     assert capsys.readouterr().out.strip() == str(tmp_path / "c" / "tiny-shakespeare" / "input.txt")
     assert main(["download", "the-verdict", "--cache-dir", str(tmp_path / "c"), "--mirror", url]) == 2
     assert "does not match" in capsys.readouterr().err
+
+
+def _ceval_zip(path, members):
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, text in members.items():
+            zf.writestr(name, text)
+
+
+def test_ceval_archive_is_unpacked_into_a_folder_the_ceval_task_reads(tmp_path, mirror):
+    from scratchllm.evaluate.tasks import read_task
+
+    url, _ = mirror
+    root = tmp_path / "mirror" / "ceval"
+    root.mkdir()
+    header = "id,question,A,B,C,D,answer"
+    _ceval_zip(root / "ceval-exam.zip", {
+        "dev/accountant_dev.csv": f"{header},explanation\n0,一加一,1,2,3,4,B,因为\n",
+        "val/accountant_val.csv": f"{header}\n0,二加二,2,3,4,5,C\n1,三加三,6,7,8,9,A\n",
+        "test/accountant_test.csv": f"{header}\n0,四加四,8,9,10,11,\n",
+    })  # fmt: skip
+    folder = download("ceval", cache_dir=tmp_path / "c", mirror=url)
+    assert folder == tmp_path / "c" / "ceval" / "ceval-exam" and sorted(p.name for p in folder.iterdir()) == [
+        "dev", "test", "val"
+    ]  # fmt: skip
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["ceval-exam"]  # no archive or staging folder left
+    (subject,) = read_task("ceval", folder)
+    assert subject.name == "accountant" and len(subject.questions) == 2 and len(subject.dev) == 1
+    assert download("ceval", cache_dir=tmp_path / "c", mirror=url) == folder  # cached: nothing fetched again
+
+
+def test_an_archive_member_that_climbs_out_is_refused_and_nothing_is_written(tmp_path, mirror):
+    url, _ = mirror
+    root = tmp_path / "mirror" / "ceval"
+    root.mkdir()
+    _ceval_zip(root / "ceval-exam.zip", {"val/ok.csv": "id\n", "../../evil.txt": "x"})
+    with pytest.raises(ScratchLLMError, match=r"member '\.\./\.\./evil\.txt' would be written outside"):
+        download("ceval", cache_dir=tmp_path / "c", mirror=url)
+    assert list((tmp_path / "c" / "ceval").iterdir()) == [] and not (tmp_path / "evil.txt").exists()

@@ -28,13 +28,15 @@ from scratchllm.errors import ScratchLLMError
 class RemoteFile:
     """One file of an entry. ``sha256`` is the downloaded file's hash; ``None`` means upstream gives no stable
     hash (we then check ``extracted_sha256``, the hash of the member taken out of the archive; with neither,
-    the file is used unverified and the download says so). ``filename`` may name a subfolder (``test/x.csv``)."""
+    the file is used unverified and the download says so). ``filename`` may name a subfolder (``test/x.csv``).
+    With ``unpack``, the file is a zip archive whose members all go into the folder ``filename``."""
 
     filename: str
     url: str
     sha256: str | None
     extract: str | None = None  # zip member to keep (the archive itself is deleted)
     extracted_sha256: str | None = None
+    unpack: bool = False
 
 
 @dataclass(frozen=True)
@@ -268,6 +270,20 @@ REGISTRY: dict[str, Entry] = {
             ),
         ),
         Entry(
+            "ceval",
+            "C-Eval: Chinese multiple choice, 52 subjects, dev/ val/ test/ CSVs (`evaluate choice --task ceval`; the "
+            "test answers are withheld, score val/); not hash-pinned",
+            "CC BY-NC-SA 4.0 (non-commercial)",
+            (
+                RemoteFile(
+                    "ceval-exam",
+                    "https://huggingface.co/datasets/ceval/ceval-exam/resolve/main/ceval-exam.zip",
+                    None,
+                    unpack=True,
+                ),
+            ),
+        ),
+        Entry(
             "hellaswag",
             "HellaSwag validation set, 10,042 items (JSONL; `evaluate choice --task hellaswag`); not hash-pinned",
             "MIT",
@@ -366,6 +382,8 @@ def download(
         expected = _expected(file)
         if target.is_file() and not force and (expected is None or sha256_of(target) == expected):
             continue
+        if file.unpack and target.is_dir() and not force:
+            continue  # unpacked folders appear whole (renamed into place) or not at all
         sub = os.path.dirname(file.filename)  # a file in a subfolder (cmmlu's test/, dev/) keeps it on a mirror
         remote = f"{sub}/{file.url.rsplit('/', 1)[-1]}" if sub else file.url.rsplit("/", 1)[-1]
         url = f"{mirror.rstrip('/')}/{name}/{remote}" if mirror else file.url
@@ -379,6 +397,9 @@ def download(
                 raise ScratchLLMError(
                     f"{url}: sha256 {digest} does not match the expected {file.sha256}; the file was discarded"
                 )
+            if file.unpack:
+                _unpack(tmp, target, url)
+                continue
             if file.extract:
                 tmp = _extract(tmp, file.extract, url)
                 if file.extracted_sha256 is not None and sha256_of(tmp) != file.extracted_sha256:
@@ -390,6 +411,29 @@ def download(
         finally:
             tmp.unlink(missing_ok=True)
     return folder / entry.files[0].filename if len(entry.files) == 1 else folder
+
+
+def _unpack(archive: Path, target: Path, url: str) -> None:
+    """Unpack every member of the zip ``archive`` into the folder ``target`` (replaced whole); delete the archive.
+
+    A member whose path is absolute or climbs out with ``..`` is refused before anything is written ("zip slip").
+    """
+    from scratchllm.atomic import replace_folder
+
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            for name in zf.namelist():
+                parts = Path(name).parts
+                if name.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
+                    raise ScratchLLMError(f"{url}: member {name!r} would be written outside {target}; refused")
+            zf.extractall(staging)
+        replace_folder(staging, target)
+    except zipfile.BadZipFile:
+        raise ScratchLLMError(f"{url}: not a zip archive") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        archive.unlink(missing_ok=True)
 
 
 def _extract(archive: Path, member: str, url: str) -> Path:

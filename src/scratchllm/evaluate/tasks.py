@@ -245,12 +245,13 @@ def read_csv_questions(path: Path) -> list[Question]:
     return questions
 
 
-def _csv_files(path: Path) -> list[Path]:
+def _csv_files(task: str, path: Path) -> list[Path]:
     if path.is_file():
         return [path]
     if not path.is_dir():
         raise ScratchLLMError(f"{path}: task data not found (expected a CSV file or a folder of them)")
-    for split in ("test", "val"):  # CMMLU's and C-Eval's layout: test/ (or val/) beside dev/
+    # CMMLU's layout: test/ beside dev/; C-Eval's: val/, dev/ and test/, whose answers are withheld.
+    for split in ("val", "test") if task == "ceval" else ("test", "val"):
         if (path / split).is_dir():
             path = path / split
             break
@@ -274,7 +275,7 @@ def _dev_file(data: Path, dev: Path | None, subject: str) -> Path | None:
 def read_csv_task(task: str, data: Path, dev: Path | None = None) -> list[Subject]:
     """A CMMLU / C-Eval style task: one subject per CSV file, dev questions from the matching dev file."""
     subjects = []
-    for file in _csv_files(data):
+    for file in _csv_files(task, data):
         name = subject_name(file)
         dev_file = _dev_file(data, dev, name)
         pool = read_csv_questions(dev_file) if dev_file is not None else []
