@@ -66,7 +66,7 @@ def run_ours(args: argparse.Namespace) -> dict:
             device="cpu", log_every=10,
         )  # fmt: skip
         summary = finetune_classify(
-            GGUF, files["train"], Path(tmp) / "run", val_data=files["val"], test_data=files["test"],
+            GGUF, files["train"], out_dir=Path(tmp) / "run", val_data=files["val"], test_data=files["test"],
             trains="lora" if args.mode == "lora" else "all", lora=LoRAConfig(rank=16, alpha=16, targets=["all"]),
             epochs=args.epochs, train=train_cfg,
         )  # fmt: skip

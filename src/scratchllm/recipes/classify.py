@@ -168,8 +168,8 @@ def load_splits(
 def finetune_classify(
     model: Path,
     data: Path,
-    tokenizer: Path | None = None,
     out_dir: Path = Path("runs/classify"),
+    tokenizer: Path | None = None,
     text_column: str = "text",
     label_column: str = "label",
     format: TableFormat = "auto",
@@ -197,8 +197,8 @@ def finetune_classify(
     Args:
         model: the model to start from: our checkpoint, a Hugging Face folder or a .gguf file.
         data: labelled text (.tsv, .csv, .jsonl, .parquet).
-        tokenizer: use this tokenizer instead of the model's own.
         out_dir: run folder (metrics.csv, loss.png, metrics.json, checkpoints/, classifier/).
+        tokenizer: use this tokenizer instead of the model's own.
         text_column: column (or JSON key) of the text; a number for files without a header.
         label_column: column (or JSON key) of the label.
         format: file format (auto: from the file name).

@@ -123,8 +123,8 @@ def answer(model: Any, tokenizer: Any, examples: Sequence[PreferenceExample], ma
 def finetune_dpo(
     model: Path,
     data: Path,
-    tokenizer: Path | None = None,
     out_dir: Path = Path("runs/dpo"),
+    tokenizer: Path | None = None,
     reference: Path | None = None,
     beta: float = 0.1,
     label_smoothing: float = 0.0,
@@ -152,9 +152,9 @@ def finetune_dpo(
         model: the model to tune (usually instruction-tuned): our checkpoint, a Hugging Face folder or a .gguf.
         data: .json list or .jsonl of records with chosen, rejected and a prompt (text or messages) or
             instruction/input (rendered in the model's prompt format).
-        tokenizer: use this tokenizer instead of the model's own.
         out_dir: run folder (metrics.csv, loss.png, dpo_metrics.csv, margins.png, metrics.json, responses.json,
             model/ or adapter/).
+        tokenizer: use this tokenizer instead of the model's own.
         reference: the reference model (default: the starting model; with LoRA, it with adapters switched off).
         beta: strength of the pull towards the reference; the rewards are beta * log(policy / reference).
         label_smoothing: assumed probability that a preference label is wrong (conservative DPO; 0 = the paper).

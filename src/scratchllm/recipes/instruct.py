@@ -91,8 +91,8 @@ def respond(
 def finetune_instruct(
     model: Path,
     data: Path,
-    tokenizer: Path | None = None,
     out_dir: Path = Path("runs/instruct"),
+    tokenizer: Path | None = None,
     prompt_format: PromptFormat = "auto",
     train_on_prompt: bool = False,
     split: tuple[float, float, float] = (0.85, 0.05, 0.1),
@@ -117,8 +117,8 @@ def finetune_instruct(
     Args:
         model: the model to start from: our checkpoint, a Hugging Face folder or a .gguf file.
         data: .json list or .jsonl of Alpaca records (instruction, input, output) or chat records (messages).
-        tokenizer: use this tokenizer instead of the model's own.
         out_dir: run folder (metrics.csv, loss.png, responses.json, metrics.json, model/ or adapter/).
+        tokenizer: use this tokenizer instead of the model's own.
         prompt_format: alpaca, chat (the model's chat template), or auto (chat where the model has a template).
         train_on_prompt: take the loss on the whole sequence, not only on the responses.
         split: train/val/test fractions of a seeded shuffle of the data.

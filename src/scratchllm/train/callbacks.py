@@ -47,12 +47,12 @@ class EvalCallback(Callback):
         perplexity: bool = True,
     ) -> None:
         self.every = every
-        self.perplexity = perplexity
         self.losses = losses
         self.sample = sample
         self.logger = logger
         self.on_sample = on_sample
         self.last: dict[str, Any] | None = None
+        self.perplexity = perplexity
 
     def evaluate(self, trainer: Trainer) -> dict[str, Any]:
         rng = capture_rng_state()
