@@ -88,3 +88,19 @@ def test_collate_pads_right_and_batches_resume_exactly() -> None:
     assert all(len(b) == 3 for b in seen + rest)
     assert len(set(seen[0] + seen[1])) == 6  # one epoch: no example twice (the 7th is dropped)
     assert torch.equal(ExampleBatches(examples, 3, collate, shuffle=False).batches()[-1][0], torch.tensor([[7]]))
+
+
+def test_two_processes_each_take_their_half_of_one_process_batches() -> None:
+    examples = [ClassExample([i + 1], i % 2) for i in range(11)]
+    one = ExampleBatches(examples, 4, collate, seed=3, drop_last=True)
+    ranks = [ExampleBatches(examples, 2, collate, seed=3, drop_last=True, rank=r, world_size=2) for r in (0, 1)]
+    assert len(one) == len(ranks[0]) == 2  # global batches of 4 per epoch (3 examples left over)
+    for _ in range(5):  # across epoch boundaries
+        whole = one.next_batch()[0].flatten().tolist()
+        halves = [r.next_batch()[0].flatten().tolist() for r in ranks]
+        assert halves[0] + halves[1] == whole and len(halves[0]) == len(halves[1]) == 2
+    assert ranks[0].state_dict() == ranks[1].state_dict() == one.state_dict()  # one resumable position for all
+    with pytest.raises(ScratchLLMError, match="need drop_last"):
+        ExampleBatches(examples, 2, collate, rank=1, world_size=2)
+    with pytest.raises(ScratchLLMError, match=r"fewer than one global batch \(2 x 8\)"):
+        ExampleBatches(examples, 8, collate, drop_last=True, rank=1, world_size=2)

@@ -255,7 +255,9 @@ def finetune_classify(
             return collate_examples(examples, pad_id)
 
         bs = train.micro_batch_size
-        batches = ExampleBatches(encoded["train"], bs, collate, seed=train.seed, drop_last=True)
+        batches = ExampleBatches(
+            encoded["train"], bs, collate, seed=train.seed, drop_last=True, rank=env.rank, world_size=env.world_size
+        )
         readers = {name: ExampleBatches(ex, bs, collate, shuffle=False) for name, ex in encoded.items()}
         eval_sets = {"train": ExampleBatches(encoded["train"], bs, collate, seed=train.seed + 1), "val": readers["val"]}
         info = {

@@ -236,7 +236,10 @@ def finetune_dpo(
         before = answer(net, tok, prompts, max_new_tokens) if prompts and env.is_main and not resume else None
 
         # 3. train on the one core, with the DPO metrics at every evaluation
-        batches = ExampleBatches(encoded["train"], bs, collate_batch, seed=train.seed, drop_last=True)
+        batches = ExampleBatches(
+            encoded["train"], bs, collate_batch, seed=train.seed, drop_last=True, rank=env.rank,
+            world_size=env.world_size,
+        )
         n_eval = train.eval_batches * bs  # fixed evaluation sets: a seeded train sample and the val split's start
         sets = {
             "train": in_batches(sample(encoded["train"], n_eval, train.seed + 1), bs, collate_batch),

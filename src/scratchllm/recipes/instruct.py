@@ -178,7 +178,9 @@ def finetune_instruct(
             net, net, trains, lora, say, freeze_rest=lambda: net.requires_grad_(trains != "lora")
         )
         bs = train.micro_batch_size
-        batches = ExampleBatches(encoded["train"], bs, collate, seed=train.seed, drop_last=True)
+        batches = ExampleBatches(
+            encoded["train"], bs, collate, seed=train.seed, drop_last=True, rank=env.rank, world_size=env.world_size
+        )
         eval_sets = {
             "train": ExampleBatches(encoded["train"], bs, collate, seed=train.seed + 1),
             "val": ExampleBatches(encoded["val"], bs, collate, shuffle=False),
