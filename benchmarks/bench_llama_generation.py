@@ -35,6 +35,7 @@ from torch import nn
 
 from _common import hf_greedy, read_bandwidth, time_interleaved
 from scratchllm.generation import generate
+from scratchllm.model.decoding_layout import optimize_for_decoding, packing_available
 from scratchllm.model.quantize import WEIGHT_FORMATS, quantize_for_decoding
 from scratchllm.weights import load
 
@@ -80,6 +81,9 @@ def main() -> None:
     for fmt in args.formats:
         model = quantize_for_decoding(copy.deepcopy(loaded.model), fmt)
         rows[f"ours {fmt}"] = (fmt, "ours", "fp32" if fmt == "fp32" else "bf16", weight_bytes(model), ours_fn(model, prompt))
+        if fmt == "fp32" and packing_available():  # the same weights, packed by oneDNN (what our CLIs use)
+            model = optimize_for_decoding(copy.deepcopy(loaded.model).float(), pack=True)
+            rows["ours fp32 packed"] = (fmt, "ours, packed", "fp32", weight_bytes(model), ours_fn(model, prompt))
     if not args.skip_hf:
         hf_load_s, hf_rows = hf_generators(args.model, prompt, [f for f in args.formats if f in HF_DTYPES])
         loads.append(f"HF transformers {hf_load_s:.1f} s")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,6 +14,7 @@ from scratchllm.evaluate.choice import (
     encode_request,
     evaluate_subject,
     first_index_of_max,
+    pick_shots,
     score_requests,
 )
 from scratchllm.evaluate.tasks import Question, Subject
@@ -120,6 +123,22 @@ def test_too_many_shots_is_refused(tiny_model) -> None:
     subject = Subject("toy", [Question("q", ("a", "b"), 0)], dev=[Question("d", ("a", "b"), 1)])
     with pytest.raises(ScratchLLMError, match="subject toy: 2 shots asked for but its dev split has 1"):
         evaluate_subject(tiny_model(), CharTokenizer(), subject, shots=2)
+
+
+def test_few_shot_samplers() -> None:
+    pool = [Question(f"d{i}", ("a", "b"), i % 2) for i in range(6)]
+    questions = [Question(f"q{i}", ("a", "b"), 0) for i in range(5)] + [pool[2]]
+    subject = Subject("toy", questions, dev=pool)
+    assert pick_shots(subject, questions, 2, "first") == [pool[:2]] * 6
+    drawn = pick_shots(subject, questions, 2, "random", seed=3)
+    assert drawn == pick_shots(subject, questions, 2, "random", seed=3)  # seeded
+    assert len({tuple(d) for d in drawn}) > 1  # a new draw for every question, as lm-eval's sampler
+    # the same generator consumed question after question: lm-eval's sequence of draws
+    rng = random.Random(3)
+    assert drawn[:5] == [rng.sample(pool, 3)[:2] for _ in range(5)]  # k + 1 drawn, first k kept
+    assert pool[2] not in drawn[5] and len(drawn[5]) == 2  # a question in the pool is not its own example
+    with pytest.raises(ScratchLLMError, match="unknown few-shot sampler 'any'"):
+        pick_shots(subject, questions, 2, "any")
 
 
 def test_shared_prefix_runs_once(tiny_model) -> None:

@@ -27,6 +27,7 @@ from scratchllm.weights import from_hf
 SUBJECTS = ("agronomy", "ancient_chinese")
 LIMIT = 6
 SHOTS = 2
+FEWSHOT_SEED = 7
 
 HELLASWAG = [
     {
@@ -63,6 +64,12 @@ HELLASWAG = [
 ]
 
 
+# A few-shot pool for HellaSwag: the records above under other activity labels, so every draw is distinguishable.
+HELLASWAG_TRAIN = [
+    {**record, "activity_label": f"{record['activity_label']} {n}"} for n in range(3) for record in HELLASWAG
+]
+
+
 def _hf_model_folder(transformers, gpt2_tokenizer_dir: Path, folder: Path) -> Path:
     folder.mkdir()
     shutil.copy(gpt2_tokenizer_dir / "encoder.json", folder / "vocab.json")
@@ -81,7 +88,7 @@ def _hf_model_folder(transformers, gpt2_tokenizer_dir: Path, folder: Path) -> Pa
     return folder
 
 
-def _task_configs(lm_eval_dir: Path, cmmlu: Path, hellaswag: Path, folder: Path) -> list[str]:
+def _task_configs(lm_eval_dir: Path, cmmlu: Path, hellaswag: Path, train: Path, folder: Path) -> list[str]:
     """Task YAMLs that include lm-eval's own configs and only point the dataset at local files."""
     folder.mkdir()
     names = []
@@ -102,7 +109,16 @@ def _task_configs(lm_eval_dir: Path, cmmlu: Path, hellaswag: Path, folder: Path)
         "training_split: null\nvalidation_split: validation\n",
         encoding="utf-8",
     )
-    return [*names, "local_hellaswag"]
+    # k-shot HellaSwag: lm-eval's default sampler draws new examples from the train split for every question.
+    files = {"validation": str(hellaswag), "train": str(train)}
+    (folder / "local_hellaswag_shots.yaml").write_text(
+        f"include: {lm_eval_dir / 'tasks' / 'hellaswag' / 'hellaswag.yaml'}\n"
+        f"task: local_hellaswag_shots\nnum_fewshot: {SHOTS}\ntag: []\ndataset_path: json\ndataset_name: null\n"
+        f"dataset_kwargs:\n  data_files: {json.dumps(files)}\n"
+        "training_split: train\nvalidation_split: validation\n",
+        encoding="utf-8",
+    )
+    return [*names, "local_hellaswag", "local_hellaswag_shots"]
 
 
 def _lm_eval_run(lm_eval, model_dir: Path, tasks_dir: Path, tasks: list[str]) -> dict:
@@ -113,7 +129,7 @@ def _lm_eval_run(lm_eval, model_dir: Path, tasks_dir: Path, tasks: list[str]) ->
     return lm_eval.simple_evaluate(
         model=lm, tasks=tasks, limit=LIMIT, log_samples=True,
         task_manager=TaskManager(include_path=str(tasks_dir)), random_seed=0, numpy_random_seed=0,
-        torch_random_seed=0, fewshot_random_seed=0,
+        torch_random_seed=0, fewshot_random_seed=FEWSHOT_SEED,
     )
 
 
@@ -135,9 +151,11 @@ def test_choice_scores_equal_lm_eval(transformers, gpt2_tokenizer_dir, shared_da
     model_dir = _hf_model_folder(transformers, gpt2_tokenizer_dir, tmp_path / "model")
     hellaswag = tmp_path / "hellaswag.jsonl"
     hellaswag.write_text("".join(json.dumps(r) + "\n" for r in HELLASWAG * 2), encoding="utf-8")
+    train = tmp_path / "hellaswag_train.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in HELLASWAG_TRAIN), encoding="utf-8")
     cmmlu = shared_data / "cmmlu"
-    tasks = _task_configs(Path(lm_eval.__file__).parent, cmmlu, hellaswag, tmp_path / "tasks")
-    theirs = _lm_eval_run(lm_eval, model_dir, tmp_path / "tasks", tasks)  # CMMLU k-shot, HellaSwag 0-shot
+    tasks = _task_configs(Path(lm_eval.__file__).parent, cmmlu, hellaswag, train, tmp_path / "tasks")
+    theirs = _lm_eval_run(lm_eval, model_dir, tmp_path / "tasks", tasks)  # CMMLU k-shot, HellaSwag 0- and k-shot
 
     model = from_hf(model_dir)
     tokenizer = load_tokenizer(model_dir)
@@ -148,4 +166,11 @@ def test_choice_scores_equal_lm_eval(transformers, gpt2_tokenizer_dir, shared_da
     (subject,) = read_task("hellaswag", hellaswag)
     ours = evaluate_subject(model, tokenizer, subject, shots=0, limit=LIMIT, batch_size=4)
     _assert_same(theirs, "local_hellaswag", ours)
+    (subject,) = read_task("hellaswag", hellaswag, dev=train)
+    ours = evaluate_subject(
+        model, tokenizer, subject, shots=SHOTS, limit=LIMIT, batch_size=4, sampler="random", seed=FEWSHOT_SEED
+    )
+    _assert_same(theirs, "local_hellaswag_shots", ours)
+    prompts = {s["doc_id"]: s["arguments"][0][0] for s in theirs["samples"]["local_hellaswag_shots"]}
+    assert len(set(prompts.values())) > 2, "the draws differ from question to question"
     assert os.environ["HF_DATASETS_OFFLINE"] == "1"

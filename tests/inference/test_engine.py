@@ -80,6 +80,20 @@ def test_batched_greedy_equals_one_at_a_time_with_requests_joining_midway(kind: 
         assert (sink.last.prompt_tokens, sink.last.completion_tokens) == (len(prompt), n)
 
 
+def test_packed_weights_serve_the_same_greedy_tokens() -> None:
+    from scratchllm.model import optimize_for_decoding
+    from scratchllm.model.decoding_layout import packing_available
+
+    if not packing_available():
+        pytest.skip("this PyTorch build has no oneDNN packing")
+    model = spiky_model("llama")
+    alone = [generate(model, [prompt], n)[0] for prompt, n in zip(PROMPTS, MAX_TOKENS)]
+    engine = Engine(optimize_for_decoding(model, pack=True), ByteTokenizer(), slots=4, eos_id=-1)
+    sinks = [submit(engine, prompt, SamplingParams(max_tokens=n, temperature=0.0)) for prompt, n in zip(PROMPTS, MAX_TOKENS)]
+    run_until_idle(engine)
+    assert [sink.tokens for sink in sinks] == alone
+
+
 def test_end_of_sequence_token_finishes_with_stop_and_is_not_returned() -> None:
     model = spiky_model("gpt")
     prompt = PROMPTS[0]

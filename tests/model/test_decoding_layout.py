@@ -1,4 +1,4 @@
-"""Column-major weights for decoding: same model, same outputs, ordinary checkpoints."""
+"""Decoding layouts: column-major and oneDNN-packed weights give the same model; column-major saves ordinary checkpoints."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from torch import nn
 from scratchllm.config import ModelConfig
 from scratchllm.generation import generate
 from scratchllm.model import GPTModel, optimize_for_decoding, set_weight_layout, weight_layout
+from scratchllm.model.decoding_layout import PackedLinear, pack_for_decoding, packing_available
 from scratchllm.weights import load_model, save_model
 
 
@@ -100,3 +101,38 @@ def test_a_column_major_model_still_trains_like_a_row_major_one() -> None:
         opt.step()
     for (name, a), b in zip(row.state_dict().items(), col.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
+needs_packing = pytest.mark.skipif(not packing_available(), reason="this PyTorch build has no oneDNN packing")
+LLAMA = dict(pos="rope", norm="rmsnorm", mlp="swiglu", n_kv_heads=2, bias=False, qkv_bias=False, hidden_dim=48)
+
+
+@needs_packing
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("tie", [True, False])
+def test_packed_linears_give_the_same_logits_and_tokens(family: str, tie: bool) -> None:
+    torch.manual_seed(4)
+    model = GPTModel(tiny(tie_embeddings=tie, **(LLAMA if family == "llama" else {}))).eval()
+    idx = torch.randint(0, 101, (3, 17))
+    prompts = [[5, 9, 2], [7, 1, 4, 4, 8, 30, 2], [11]]
+    with torch.no_grad():
+        ref_logits = model(idx)
+    ref_tokens = generate(model, prompts, 40)
+    assert optimize_for_decoding(model, pack=True) is model
+    linears = [m for m in model.modules() if isinstance(m, (nn.Linear, PackedLinear))]
+    assert linears and all(isinstance(m, PackedLinear) for m in linears)  # every linear, the head included
+    assert model.tok_emb.weight.shape == (101, 32)  # a tied embedding keeps its own table
+    with torch.no_grad():
+        torch.testing.assert_close(model(idx), ref_logits, rtol=1e-5, atol=1e-5)
+    assert generate(model, prompts, 40) == ref_tokens
+
+
+@needs_packing
+def test_packing_leaves_bf16_models_alone_and_is_refused_where_unavailable(monkeypatch) -> None:
+    bf16 = optimize_for_decoding(GPTModel(tiny()).to(torch.bfloat16), pack=True)  # fp32 only: nothing packed
+    assert not any(isinstance(m, PackedLinear) for m in bf16.modules())
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    fp32 = optimize_for_decoding(GPTModel(tiny()), pack=True)  # falls back to column-major weights
+    assert weight_layout(fp32.blocks[0].ff.fc.weight) == "column"
+    with pytest.raises(RuntimeError, match="no oneDNN weight packing"):
+        pack_for_decoding(GPTModel(tiny()))

@@ -60,7 +60,7 @@ def generate(
 
     where = resolve_device(device, option="--device")
     loaded = load(model, device=where, tokenizer=tokenizer)
-    net, tok = optimize_for_decoding(loaded.model), loaded.tokenizer
+    net, tok = optimize_for_decoding(loaded.model, pack=True), loaded.tokenizer
     if chat:
         messages = [{"role": "system", "content": system}] if system is not None else []
         text = tokenizer_chat(tok, [*messages, {"role": "user", "content": prompt}], template=loaded.chat_template)

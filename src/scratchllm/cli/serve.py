@@ -31,7 +31,7 @@ def _engine(
 
     where = resolve_device(device, option="--device")
     loaded = weights.load(model, device=where, dtype=getattr(torch, dtype) if dtype else None, tokenizer=tokenizer)
-    net = optimize_for_decoding(loaded.model)
+    net = optimize_for_decoding(loaded.model, pack=True)  # oneDNN-packed fp32: faster batches
     engine = Engine(net, loaded.tokenizer, slots=slots, max_len=max_len, max_waiting=max_waiting)
     return engine, loaded
 

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from scratchllm.errors import ScratchLLMError
-from scratchllm.evaluate.tasks import Subject, build_context, continuations
+from scratchllm.evaluate.tasks import Question, Subject, build_context, continuations
 
 #: shortest common prefix worth a forward pass of its own, in tokens and as a share of the mean context: rows that
 #: continue a cache attend through an explicit mask (about 15 % slower per token than plain causal rows), so a
@@ -284,8 +284,20 @@ def first_index_of_max(values: Sequence[float]) -> int:
     return max(range(len(values)), key=lambda i: (values[i], -i))
 
 
-def pick_shots(subject: Subject, shots: int, sampler: str = "first", seed: int = 0) -> list:
-    """The few-shot examples: the first ``shots`` dev questions (lm-eval's ``first_n``), or a seeded sample."""
+def pick_shots(
+    subject: Subject, questions: Sequence[Question], shots: int, sampler: str = "first", seed: int = 1234
+) -> list[list[Question]]:
+    """The few-shot examples in front of each question, chosen as lm-eval chooses them.
+
+    * ``first`` (lm-eval's ``first_n``, what CMMLU and C-Eval use): the first ``shots`` dev questions, the same
+      for every question (so their tokens are computed once per subject; see :func:`score_requests`).
+    * ``random`` (lm-eval's default sampler, what HellaSwag uses): one ``random.Random(seed)`` per subject draws
+      new examples for every question, in question order. Like lm-eval's HellaSwag task (whose few-shot split
+      and test split are both unset, so its sampler is handed the question to leave out), each draw takes
+      ``shots + 1`` examples, drops the question itself if it is among them, and keeps the first ``shots``.
+      With lm-eval's ``fewshot_random_seed`` (1234 by default) and the same pool order, the prompts are
+      lm-eval's, question for question.
+    """
     if shots < 0:
         raise ScratchLLMError(f"shots must be 0 or more, got {shots}")
     if shots > len(subject.dev):
@@ -293,11 +305,18 @@ def pick_shots(subject: Subject, shots: int, sampler: str = "first", seed: int =
             f"subject {subject.name}: {shots} shots asked for but its dev split has {len(subject.dev)} "
             "questions (give --dev)"
         )
-    if sampler == "first":
-        return subject.dev[:shots]
-    if sampler == "random":
-        return random.Random(seed).sample(subject.dev, shots)
-    raise ScratchLLMError(f"unknown few-shot sampler {sampler!r}; expected 'first' or 'random'")
+    if shots == 0 or sampler == "first":
+        return [subject.dev[:shots]] * len(questions)
+    if sampler != "random":
+        raise ScratchLLMError(f"unknown few-shot sampler {sampler!r}; expected 'first' or 'random'")
+    rng = random.Random(seed)
+    picked = []
+    for q in questions:
+        drawn = [x for x in rng.sample(subject.dev, min(shots + 1, len(subject.dev))) if x != q][:shots]
+        if len(drawn) < shots:  # the pool holds copies of q: draw again from the pool without them
+            drawn = rng.sample([x for x in subject.dev if x != q], shots)
+        picked.append(drawn)
+    return picked
 
 
 def evaluate_subject(
@@ -308,15 +327,16 @@ def evaluate_subject(
     limit: int | None = None,
     batch_size: int = 8,
     sampler: str = "first",
-    seed: int = 0,
+    seed: int = 1234,
 ) -> dict[str, Any]:
     """Score one subject: ``acc``, ``acc_norm``, question count and each question's choice log-likelihoods."""
-    examples = pick_shots(subject, shots, sampler, seed)
     questions = subject.questions[:limit] if limit is not None else subject.questions
     if not questions:
         raise ScratchLLMError(f"subject {subject.name}: no questions to score")
+    examples = pick_shots(subject, questions, shots, sampler, seed)
     requests = [
-        encode_request(tokenizer, build_context(subject, q, examples), continuations(q)) for q in questions
+        encode_request(tokenizer, build_context(subject, q, shots_q), continuations(q))
+        for q, shots_q in zip(questions, examples)
     ]
     started = time.perf_counter()
     loglikelihoods = score_requests(model, requests, batch_size)

@@ -123,8 +123,8 @@ def run_choice(
     limit: int | None = None,
     subjects: list[str] | None = None,
     batch_size: int = 8,
-    sampler: Sampler = "first",
-    seed: int = 0,
+    sampler: Sampler | None = None,
+    seed: int = 1234,
     tokenizer: Path | None = None,
     device: str = "auto",
     dtype: DType = "auto",
@@ -141,8 +141,10 @@ def run_choice(
         limit: score at most this many questions per subject.
         subjects: only these subjects (file names without .csv / .jsonl).
         batch_size: questions per forward pass.
-        sampler: which dev examples: first (lm-eval's first_n, as CMMLU and C-Eval use) or random (seeded).
-        seed: seed of the random sampler (recorded with the results).
+        sampler: which dev examples: first (the first K, lm-eval's first_n) or random (a new seeded draw for
+            each question, lm-eval's default sampler); default: what lm-eval's task uses (random for hellaswag,
+            first for the others).
+        seed: seed of the random sampler (lm-eval's fewshot_random_seed, 1234 by default).
         tokenizer: use this tokenizer instead of the model's own.
         device: cpu, cuda, cuda:N, mps, or auto.
         dtype: weights' dtype: auto (as stored), float32, bfloat16, float16.
@@ -159,6 +161,7 @@ def run_choice(
         if unknown:
             raise ScratchLLMError(f"{data}: no subject(s) {', '.join(unknown)}")
         chosen = [s for s in chosen if s.name in subjects]
+    sampler = sampler or ("random" if task == "hellaswag" else "first")
     settings = {
         "model": str(model),
         "task": task,

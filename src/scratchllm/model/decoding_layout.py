@@ -15,14 +15,23 @@ the model's own layout.
 
 The switch changes strides only: ``weight.shape``, values, parameter objects, ``state_dict`` keys and tied
 weights stay as they are, and saving writes ordinary row-major safetensors.
+
+Going one step further, :class:`PackedLinear` hands each weight to oneDNN (PyTorch's CPU deep-learning
+library) once, reordered into the blocked layout its matrix-multiply kernel reads fastest. That pays off most
+when several sequences decode together (a server's batch: ``x`` has a few rows, where MKL's kernels for a
+plain layout are at their worst): measured on 2 AVX2 cores for SmolLM2-135M's 49152 x 576 LM head, 8 rows
+take 7 ms packed against 23 ms row-major and 31 ms column-major, and one row 4.4 ms against 5.9 ms
+column-major. A packed weight is an opaque tensor, so :func:`pack_for_decoding` is for generation only: such
+a model cannot be trained or saved (load it again for that).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 Layout = Literal["row", "column"]
 
@@ -56,13 +65,74 @@ def set_weight_layout(model: nn.Module, layout: Layout) -> nn.Module:
     return model
 
 
-def optimize_for_decoding(model: nn.Module) -> nn.Module:
+def optimize_for_decoding(model: nn.Module, pack: bool = False) -> nn.Module:
     """Prepare a model that will only generate: eval mode, and column-major weights for fp32 on CPU.
 
     Only MKL's fp32 kernels prefer column-major; PyTorch's bf16 CPU matrix-vector kernel is about 3x *slower*
-    with it, and GPUs run both layouts at full speed, so those get (or get back) row-major. Returns ``model``.
+    with it, and GPUs run both layouts at full speed, so those get (or get back) row-major. With ``pack``,
+    fp32 linear layers on CPU are replaced by :class:`PackedLinear` where oneDNN can pack them (the model can
+    then no longer be trained or saved). Returns ``model``.
     """
     model.eval()
     weight = next(model.parameters())
     fp32_cpu = weight.device.type == "cpu" and weight.dtype == torch.float32
-    return set_weight_layout(model, "column" if fp32_cpu else "row")
+    set_weight_layout(model, "column" if fp32_cpu else "row")
+    if pack and fp32_cpu and packing_available():
+        pack_for_decoding(model)
+    return model
+
+
+def packing_available() -> bool:
+    """Whether this PyTorch build can pack fp32 linear weights with oneDNN (x86 and Arm CPU builds can)."""
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+
+
+class PackedLinear(nn.Module):
+    """An inference-only ``nn.Linear`` whose weight oneDNN has reordered into its own blocked layout.
+
+    ``y = x @ W.T + b`` as before (same values up to the order of the float additions); the packed weight is
+    a buffer in oneDNN's opaque format, read only by ``torch.ops.mkldnn._linear_pointwise``.
+    """
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        weight = linear.weight.detach().contiguous()
+        # No batch-size hint: one packing serves one row (decoding) and a batch of rows (serving) alike.
+        self.register_buffer("packed", torch.ops.mkldnn._reorder_linear_weight(weight, None), persistent=False)
+        bias = None if linear.bias is None else linear.bias.detach().clone()
+        self.register_buffer("bias", bias, persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.ops.mkldnn._linear_pointwise(x.contiguous(), self.packed, self.bias, "none", [], "")
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, oneDNN-packed fp32"
+
+
+def pack_for_decoding(model: nn.Module) -> nn.Module:
+    """Replace every fp32 ``nn.Linear`` on CPU in ``model`` by a :class:`PackedLinear`, in place; returns it.
+
+    A tied LM head is packed on its own: the embedding keeps its table (a lookup reads one row of it).
+    """
+    if not packing_available():
+        raise RuntimeError("this PyTorch build has no oneDNN weight packing (torch.backends.mkldnn)")
+
+    def packable(m: nn.Linear) -> bool:
+        return m.weight.device.type == "cpu" and m.weight.dtype == torch.float32
+
+    return replace_linears(model, PackedLinear, packable)
+
+
+def replace_linears(
+    model: nn.Module, make: Callable[[nn.Linear], nn.Module], where: Callable[[nn.Linear], bool] | None = None
+) -> nn.Module:
+    """Swap every plain ``nn.Linear`` of ``model`` (for which ``where`` holds) for ``make(linear)``, in place."""
+    linears = [
+        (name, m) for name, m in model.named_modules() if type(m) is nn.Linear and (where is None or where(m))
+    ]
+    for name, linear in linears:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, make(linear))
+    return model

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from scratchllm.errors import ScratchLLMError
-from scratchllm.model.decoding_layout import optimize_for_decoding
+from scratchllm.model.decoding_layout import optimize_for_decoding, replace_linears
 
 WeightFormat = Literal["fp32", "bf16", "int8"]
 WEIGHT_FORMATS: tuple[str, ...] = ("fp32", "bf16", "int8")
@@ -96,13 +96,5 @@ def quantize_for_decoding(model: nn.Module, weight_format: str = "int8") -> nn.M
         raise ScratchLLMError(f"unknown weight format {weight_format!r}; expected one of {', '.join(WEIGHT_FORMATS)}")
     model.to(torch.float32 if weight_format == "fp32" else torch.bfloat16)
     if weight_format == "int8":
-        _replace_linears(model)
+        replace_linears(model, Int8Linear.from_linear)
     return optimize_for_decoding(model)
-
-
-def _replace_linears(model: nn.Module) -> None:
-    linears = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-    for name, linear in linears:
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, Int8Linear.from_linear(linear))

@@ -182,7 +182,7 @@ def run_demo(
 
     log("== 5/5 generate")
     checkpoint = summary.get("checkpoint")
-    net = optimize_for_decoding(load_model(checkpoint)) if checkpoint else None
+    net = optimize_for_decoding(load_model(checkpoint), pack=True) if checkpoint else None
     generated: dict[str, str] = {}
     if net is not None:
         tok = load(tokenizer_dir)
