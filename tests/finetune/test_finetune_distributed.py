@@ -2,7 +2,8 @@
 
 One process uses micro-batch 4; each of two uses micro-batch 2 and takes its half of the same global batch, and
 the classification loss is a mean over examples, so DDP (gradients averaged by all-reduce) must reproduce the
-single-process losses up to float reduction order.
+single-process losses up to float reduction order, and save the same kind of run: a classifier that
+``scratchllm classify`` loads. FSDP2 is refused by the finetuning recipes, before anything is written.
 """
 
 from __future__ import annotations
@@ -45,3 +46,15 @@ def test_ddp_classification_matches_one_process(tmp_path, capsys) -> None:
     assert _losses(two) == pytest.approx(expected, rel=1e-5)
     report = json.loads((two / "metrics.json").read_text())
     assert report["splits"]["test"]["accuracy"] == json.loads((single / "metrics.json").read_text())["splits"]["test"]["accuracy"]
+    assert main(["classify", "--model", str(two), "great fine"]) == 0  # the saved run loads and predicts
+    assert capsys.readouterr().out.strip()
+
+
+@pytest.mark.parametrize("recipe", ["classify", "instruct", "dpo"])
+def test_fsdp_is_refused_by_finetuning_before_anything_is_written(recipe: str, tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    argv = ["finetune", recipe, "--model", str(tmp_path / "absent"), "--data", str(tmp_path / "absent.jsonl"),
+            "--out-dir", str(out), "--train.parallel", "fsdp"]  # fmt: skip
+    assert main(argv) == 2
+    assert "finetuning recipes run under DDP only" in capsys.readouterr().err
+    assert not out.exists()

@@ -26,7 +26,6 @@ from scratchllm.data.classify import balance as undersample
 from scratchllm.data.classify import collate as collate_examples
 from scratchllm.errors import ScratchLLMError
 from scratchllm.recipes import finetune
-from scratchllm.recipes.pretrain import training_session
 
 if TYPE_CHECKING:
     import torch
@@ -225,7 +224,7 @@ def finetune_classify(
 
     out_dir = Path(out_dir)
     started = time.perf_counter()
-    with training_session(train, finetune.stderr) as (env, say, precision):
+    with finetune.session(train) as (env, say, precision):
         read_options = dict(text_column=text_column, label_column=label_column, format=format, header=header)
         names, parts = load_splits(
             Path(data), val_data, test_data, read_options, labels=labels, balance=balance, split=split,

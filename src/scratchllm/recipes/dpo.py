@@ -33,7 +33,6 @@ from scratchllm.data.instruct import PromptFormat, end_id, resolve_format
 from scratchllm.data.preference import PreferenceExample, collate, encode_pairs, read_preferences
 from scratchllm.errors import ScratchLLMError
 from scratchllm.recipes import finetune
-from scratchllm.recipes.pretrain import training_session
 
 if TYPE_CHECKING:
     from scratchllm.train.dpo import DPOLoss
@@ -188,7 +187,7 @@ def finetune_dpo(
         )
     out_dir = Path(out_dir)
     started = time.perf_counter()
-    with training_session(train, finetune.stderr) as (env, say, precision):
+    with finetune.session(train) as (env, say, precision):
         if train.sample_prompt:
             say("train.sample_prompt is not used by DPO (see responses.json for answers before and after)")
         # 1. data, in the model's prompt format

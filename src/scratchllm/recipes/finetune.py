@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,14 +27,15 @@ from scratchllm.recipes.pretrain import (
     attach_callbacks,
     build_trainer,
     resume_or_refuse,
+    training_session,
     wrap_model,
     write_run_folder,
 )
 
 Log = Callable[[str], None]
 __all__ = [
-    "FINETUNE_TRAIN", "TrainingData", "choose_trainable", "load_base", "prepare_run_folder", "split_data",
-    "train_epochs",
+    "FINETUNE_TRAIN", "TrainingData", "choose_trainable", "load_base", "prepare_run_folder", "session",
+    "split_data", "train_epochs",
 ]  # fmt: skip
 
 
@@ -47,6 +49,23 @@ FINETUNE_TRAIN = TrainConfig(
     micro_batch_size=8, lr=5e-5, min_lr=5e-5, warmup_steps=0, weight_decay=0.1, eval_every=0, save_every=0,
     eval_batches=20, sample_prompt="", log_every=10, beta2=0.999, keep_last=1,
 )  # fmt: skip
+
+
+@contextmanager
+def session(train: TrainConfig) -> Iterator[tuple[Any, Log, str]]:
+    """Pretraining's :func:`~scratchllm.recipes.pretrain.training_session`, for a finetuning recipe.
+
+    Finetuning runs under DDP (each process takes its slice of every global batch). FSDP2 is refused before
+    anything is read or written: after training, a recipe evaluates, generates and saves with the whole model
+    on one process, which a sharded model cannot do without gathering it first.
+    """
+    if train.parallel == "fsdp":
+        raise ScratchLLMError(
+            "train.parallel fsdp: finetuning recipes run under DDP only (use --train.parallel ddp); FSDP2 is for "
+            "pretraining"
+        )
+    with training_session(train, stderr) as frame:
+        yield frame
 
 
 def load_base(

@@ -30,7 +30,6 @@ from scratchllm.data.instruct import (
 )
 from scratchllm.errors import ScratchLLMError
 from scratchllm.recipes import finetune
-from scratchllm.recipes.pretrain import training_session
 
 
 def text_scores(responses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
@@ -142,7 +141,7 @@ def finetune_instruct(
 
     out_dir = Path(out_dir)
     started = time.perf_counter()
-    with training_session(train, finetune.stderr) as (env, say, precision):
+    with finetune.session(train) as (env, say, precision):
         parts = finetune.split_data(
             data, val_data, test_data, read_instructions, split=split, seed=train.seed, say=say
         )
