@@ -51,7 +51,6 @@ def wait_for(condition, timeout: float = 20.0):
     raise AssertionError("condition not met in time")
 
 
-@pytest.mark.slow
 def test_chat_page_streams_keeps_the_conversation_stops_and_shows_errors(browser) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
