@@ -68,7 +68,7 @@ def run_ours(args: argparse.Namespace) -> dict:
         summary = finetune_classify(
             GGUF, files["train"], out_dir=Path(tmp) / "run", val_data=files["val"], test_data=files["test"],
             trains="lora" if args.mode == "lora" else "all", lora=LoRAConfig(rank=16, alpha=16, targets=["all"]),
-            epochs=args.epochs, train=train_cfg,
+            epochs=args.epochs, train=train_cfg, template=args.template,
         )  # fmt: skip
     return {
         "test_accuracy": summary["test_accuracy"],
@@ -111,7 +111,8 @@ def run_peer(args: argparse.Namespace) -> dict:
     )  # fmt: skip
 
     def batch(records):
-        ids = [tok(r.text)["input_ids"] for r in records]
+        texts = [r.text if args.template is None else args.template.replace("{text}", r.text) for r in records]
+        ids = [tok(text)["input_ids"] for text in texts]
         longest = max(map(len, ids))
         x = torch.full((len(ids), longest), pad)
         mask = torch.zeros((len(ids), longest), dtype=torch.long)
@@ -180,6 +181,7 @@ def main() -> None:
     parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=123)
     parser.add_argument("--limit", type=int, default=None, help="train examples (quick check)")
+    parser.add_argument("--template", default=None, help='wrap every text, e.g. "SMS: {text}\\nSpam?" (both sides)')
     parser.add_argument("--child", choices=["ours", "peer"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

@@ -97,6 +97,55 @@ def test_gguf_file(llama: GPTModel, tmp_path: Path) -> None:
     assert load(path, dtype=torch.bfloat16).model.tok_emb.weight.dtype == torch.bfloat16
 
 
+def _adapter_run(llama: GPTModel, root: Path) -> tuple[Path, GPTModel]:
+    """A base checkpoint and a LoRA run on it (``root/run/adapter``, as ``finetune instruct`` saves one)."""
+    from scratchllm.model.lora import inject_lora, lora_layers
+    from scratchllm.weights.adapters import save_adapter
+
+    base = save_checkpoint(llama, root / "base")
+    adapted = load(base).model
+    lora = inject_lora(adapted, rank=4, targets=["all"])
+    torch.manual_seed(3)
+    for layer in lora_layers(adapted).values():  # B starts at zero; give the adapter something to change
+        torch.nn.init.normal_(layer.lora_B, std=0.05)
+    save_adapter(adapted, lora, root / "run" / "adapter", base_model=str(base))
+    return root / "run", adapted.eval()
+
+
+def test_a_lora_adapter_loads_as_its_base_with_the_adapter_merged(llama: GPTModel, tmp_path: Path, capsys) -> None:
+    from scratchllm.model.lora import lora_layers
+
+    run, adapted = _adapter_run(llama, tmp_path)
+    for path in (run / "adapter", run):  # the adapter folder, or the run folder that holds it
+        loaded = load(path)
+        assert loaded.source == "adapter" and loaded.path == run / "adapter"
+        assert not lora_layers(loaded.model)  # merged: a plain model, as fast as the base
+        same_logits(loaded.model, adapted, atol=1e-5)
+        assert loaded.tokenizer.encode(TEXT) == tiny_tokenizer().encode(TEXT)
+    with pytest.raises(AssertionError):
+        same_logits(load(tmp_path / "base").model, adapted, atol=1e-3)  # the adapter changes the outputs
+    assert load_tokenizer(run).encode(TEXT) == tiny_tokenizer().encode(TEXT)
+    assert main(["generate", "--model", str(run), "--prompt", "Once upon", "--max-new-tokens", "4"]) == 0
+    assert capsys.readouterr().out.startswith("Once upon")
+
+
+def test_an_adapter_without_its_base_is_one_line(llama: GPTModel, tmp_path: Path) -> None:
+    import json
+
+    run, _ = _adapter_run(llama, tmp_path)
+    config_path = run / "adapter" / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    shutil.rmtree(tmp_path / "base")
+    with pytest.raises(ScratchLLMError, match=r"adapter_config.json: its base model .*base is not there"):
+        load(run)
+    config_path.write_text(json.dumps({**config, "base_model": ""}))
+    with pytest.raises(ScratchLLMError, match="no base_model recorded; merge it yourself"):
+        load(run)
+    config_path.write_text(json.dumps({**config, "extra": ["lm_head.weight"]}))
+    with pytest.raises(ScratchLLMError, match="the adapter of a classifier"):
+        load(run)
+
+
 def test_tokenizer_override_is_the_only_tokenizer_read(llama: GPTModel, tmp_path: Path) -> None:
     """A model folder without any tokenizer loads when one is named; the override's template wins."""
     save_model(llama, tmp_path / "bare")

@@ -105,3 +105,24 @@ def test_from_scratch_lora_saves_a_self_contained_classifier(ckpt, tmp_path, cap
     assert (out / "classifier" / "model.safetensors").is_file()  # the random base exists nowhere else
     clf, tok, info = load_classifier(out)
     assert info["lora"] is None and len(classify_texts(clf, tok, info, ["good day"])) == 1
+
+
+def test_a_template_wraps_every_text_in_training_and_prediction(ckpt, tmp_path, capsys) -> None:
+    data = _write_data(tmp_path / "d.tsv", n=24)
+    out = tmp_path / "run"
+    template = "Review: {text}\nIs it good?"
+    assert main(_args(ckpt, data, out, "--epochs", "1", "--trains", "all", "--template", template)) == 0
+    capsys.readouterr()
+    clf, tok, info = load_classifier(out)
+    assert info["template"] == template
+    wrapped = classify_texts(clf, tok, {**info, "template": None}, ["Review: good day\nIs it good?"])
+    assert classify_texts(clf, tok, info, ["good day"]) == wrapped  # prediction applies the saved template
+    assert classify_texts(clf, tok, {**info, "template": None}, ["good day"]) != wrapped
+
+
+@pytest.mark.parametrize("template", ["no field", "{text} and {text}"])
+def test_a_template_without_exactly_one_text_field_is_refused(ckpt, tmp_path, capsys, template: str) -> None:
+    out = tmp_path / "run"
+    assert main(_args(ckpt, _write_data(tmp_path / "d.tsv"), out, "--template", template)) == 2
+    assert "expected {text} exactly once" in capsys.readouterr().err
+    assert not out.exists()

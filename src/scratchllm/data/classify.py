@@ -169,14 +169,32 @@ def split(
 
 
 # ---------------------------------------------------------------------------------------------- tensors
+TEMPLATE_FIELD = "{text}"
+
+
+def check_template(template: str | None) -> None:
+    """A classification template must hold ``{text}`` exactly once (where each record's text goes)."""
+    if template is not None and template.count(TEMPLATE_FIELD) != 1:
+        raise ScratchLLMError(
+            f"template {template!r}: expected {TEMPLATE_FIELD} exactly once, where each text goes"
+        )
+
+
 def encode(
-    records: Sequence[LabelledText], tokenizer, labels: Sequence[str], max_length: int
+    records: Sequence[LabelledText], tokenizer, labels: Sequence[str], max_length: int, template: str | None = None
 ) -> tuple[list[ClassExample], int]:
-    """Token ids (cut to ``max_length``) and class index of each record, and how many were cut."""
+    """Token ids (cut to ``max_length``) and class index of each record, and how many were cut.
+
+    With ``template`` each text is first put in its place (``{text}``): a question around the text, such as
+    ``"Message: {text}\nIs this message spam?"``, lets the last token of an instruction-tuned model carry its
+    own judgement to the class head.
+    """
+    check_template(template)
     index = {name: i for i, name in enumerate(labels)}
     examples, truncated = [], 0
     for record in records:
-        ids = tokenizer.encode(record.text, disallowed_special=())
+        text = record.text if template is None else template.replace(TEMPLATE_FIELD, record.text)
+        ids = tokenizer.encode(text, disallowed_special=())
         if not ids:
             raise ScratchLLMError(f"{record.where}: empty text")
         if len(ids) > max_length:

@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from scratchllm.config import LoRAConfig, ModelConfig, TrainConfig
-from scratchllm.data.classify import LabelledText, TableFormat, encode, label_names, read_labelled
+from scratchllm.data.classify import (
+    LabelledText,
+    TableFormat,
+    check_template,
+    encode,
+    label_names,
+    read_labelled,
+)
 from scratchllm.data.classify import balance as undersample
 from scratchllm.data.classify import collate as collate_examples
 from scratchllm.errors import ScratchLLMError
@@ -179,6 +186,7 @@ def finetune_classify(
     val_data: Path | None = None,
     test_data: Path | None = None,
     max_length: int | None = None,
+    template: str | None = None,
     pooling: Pooling = "last",
     trains: Trains = "lora",
     last_blocks: int = 1,
@@ -208,6 +216,8 @@ def finetune_classify(
         val_data: validation file (with test_data: use these instead of splitting data).
         test_data: test file.
         max_length: tokens kept per text (default: the model's context length); longer texts are cut.
+        template: put every text into this string at {text} (training, evaluation and scratchllm classify),
+            e.g. "Message: {text}\nIs this message spam?" to ask an instruction-tuned model the question.
         pooling: predict from the last real token or the mean over the tokens.
         trains: what trains: all weights, the last blocks + final norm + head, or LoRA adapters + head.
         last_blocks: with trains=last, how many of the last blocks train.
@@ -222,6 +232,7 @@ def finetune_classify(
     from scratchllm.data.batches import ExampleBatches
     from scratchllm.model.heads import SequenceClassifier
 
+    check_template(template)
     out_dir = Path(out_dir)
     started = time.perf_counter()
     with finetune.session(train) as (env, say, precision):
@@ -239,7 +250,7 @@ def finetune_classify(
         pad_id = pad_token_id(loaded.tokenizer)
         encoded = {}
         for name, part in parts.items():
-            encoded[name], cut = encode(part, loaded.tokenizer, names, max_length)
+            encoded[name], cut = encode(part, loaded.tokenizer, names, max_length, template)
             if cut:
                 say(f"{name}: {cut} of {len(part)} texts longer than {max_length} tokens were cut")
 
@@ -261,7 +272,8 @@ def finetune_classify(
         eval_sets = {"train": ExampleBatches(encoded["train"], bs, collate, seed=train.seed + 1), "val": readers["val"]}
         info = {
             "format": CLASSIFIER_FORMAT, "labels": names, "pooling": pooling, "max_length": max_length,
-            "pad_id": pad_id, "trains": trains, "base_model": str(Path(model).resolve()), "from_scratch": from_scratch,
+            "template": template, "pad_id": pad_id, "trains": trains, "base_model": str(Path(model).resolve()),
+            "from_scratch": from_scratch,
             "model": backbone.config.to_dict(), "lora": lora_config.to_dict() if lora_config else None,
         }  # fmt: skip
         run_info = {
@@ -382,7 +394,7 @@ def classify_texts(
 
     labels = info["labels"]
     records = [LabelledText(t, labels[0], f"text {i + 1}") for i, t in enumerate(texts)]
-    examples, _ = encode(records, tokenizer, labels, info["max_length"])
+    examples, _ = encode(records, tokenizer, labels, info["max_length"], info.get("template"))
     reader = ExampleBatches(examples, batch_size, lambda ex: collate_examples(ex, info["pad_id"]), shuffle=False)
     device = next(clf.parameters()).device
     probs = predict(clf, reader.batches(), device)

@@ -7,7 +7,10 @@ the three always travel together. The source is recognised from the path:
 * a folder whose ``config.json`` says ``"format": "scratchllm"``: our checkpoint; its tokenizer is
   ``MODEL/tokenizer`` or, for a pretraining checkpoint ``RUN/checkpoints/step-N``, the run's ``RUN/tokenizer``;
 * any other folder with a ``config.json``: a Hugging Face folder with ``tokenizer.json`` (or GPT-2's vocabulary
-  files) beside the weights and the chat template in ``tokenizer_config.json``.
+  files) beside the weights and the chat template in ``tokenizer_config.json``;
+* a LoRA adapter folder (``adapter_config.json``, written by ``finetune instruct|dpo --trains lora``): the base
+  model its config names, loaded as above, with the adapter merged into its weights (the same outputs as the
+  adapted model, at the speed of a plain one); a finetuning run folder stands for its ``model/`` or ``adapter/``.
 
 Every command that takes ``--model`` goes through :func:`load`, and :func:`load_tokenizer` gives the tokenizer
 alone from the same paths (``scratchllm tokenizer encode --tokenizer MODEL``).
@@ -23,11 +26,13 @@ import torch
 
 from scratchllm.errors import ScratchLLMError
 from scratchllm.model import GPTModel
+from scratchllm.model.lora import merge_lora
 from scratchllm.tokenizer.base import Tokenizer
 from scratchllm.tokenizer.bpe import Backend
+from scratchllm.weights.adapters import ADAPTER_CONFIG, apply_adapter
 from scratchllm.weights.checkpoint import CONFIG_FILE, FORMAT, check_folder, read_json
 
-Source = Literal["scratchllm", "hf", "gguf"]
+Source = Literal["scratchllm", "hf", "gguf", "adapter"]
 
 
 @dataclass
@@ -54,6 +59,8 @@ def model_source(path: str | Path) -> Source:
         return "gguf"
     if path.is_file():
         raise ScratchLLMError(f"{path}: is a file; expected a model folder (config.json + weights) or a .gguf file")
+    if (path / ADAPTER_CONFIG).is_file() and not (path / CONFIG_FILE).is_file():
+        return "adapter"
     folder = check_folder(path)
     return "scratchllm" if _is_ours(folder) else "hf"
 
@@ -97,13 +104,16 @@ def load(
     """Load a model, its tokenizer and its chat template from our checkpoint, a Hugging Face folder or a GGUF file.
 
     Args:
-        path: the checkpoint folder, Hugging Face folder or ``.gguf`` file.
+        path: the checkpoint folder, Hugging Face folder or ``.gguf`` file; or a LoRA adapter folder or a
+            finetuning run folder (see the module docstring).
         device: where the weights go.
         dtype: convert the weights to this dtype (default: as stored; a GGUF file dequantizes to float32).
         tokenizer: use this tokenizer (folder or file) instead of the model's own.
     """
-    path = Path(path)
+    path = _run_member(Path(path))
     source = model_source(path)
+    if source == "adapter":
+        return _load_adapter(path, device, dtype, tokenizer)
     if source == "gguf":
         from scratchllm.weights.gguf import read_gguf
         from scratchllm.weights.hf import model_from_hf_tensors
@@ -124,6 +134,45 @@ def load(
     return LoadedModel(model=model, tokenizer=tok, chat_template=template, source=source, path=path)
 
 
+def _run_member(path: Path) -> Path:
+    """A finetuning run folder stands for the model it saved (``model/``, else ``adapter/``); other paths stay."""
+    if path.is_dir() and not (path / CONFIG_FILE).is_file() and not (path / ADAPTER_CONFIG).is_file():
+        for name in ("model", "adapter"):
+            if (path / name / CONFIG_FILE).is_file() or (path / name / ADAPTER_CONFIG).is_file():
+                return path / name
+    return path
+
+
+def _load_adapter(
+    path: Path, device: str | torch.device, dtype: torch.dtype | None, tokenizer: str | Path | None
+) -> LoadedModel:
+    """An adapter's base model (with its tokenizer and template) and the adapter merged into its weights."""
+    config = read_json(path / ADAPTER_CONFIG)
+    if config.get("extra"):
+        raise ScratchLLMError(
+            f"{path}: the adapter of a classifier (it carries {', '.join(config['extra'])}); use "
+            "scratchllm classify --model RUN"
+        )
+    loaded = load(_adapter_base(path), device=device, dtype=dtype, tokenizer=tokenizer)
+    apply_adapter(loaded.model, path, full_precision_base=True)
+    model = merge_lora(loaded.model).eval()
+    return LoadedModel(model=model, tokenizer=loaded.tokenizer, chat_template=loaded.chat_template, source="adapter", path=path)
+
+
+def _adapter_base(path: Path) -> Path:
+    """The base model an adapter folder's config names (it must still be where training found it)."""
+    config_path = path / ADAPTER_CONFIG
+    base = read_json(config_path).get("base_model")
+    if not isinstance(base, str) or not base:
+        raise ScratchLLMError(
+            f"{config_path}: no base_model recorded; merge it yourself: scratchllm merge-lora --model BASE "
+            f"--adapter {path} --out MERGED"
+        )
+    if not Path(base).exists():
+        raise ScratchLLMError(f"{config_path}: its base model {base} is not there (moved?); merge it with merge-lora")
+    return Path(base)
+
+
 def load_tokenizer(path: str | Path, backend: Backend = "auto") -> Tokenizer:
     """The tokenizer at ``path`` or of the model at ``path``: the paths :func:`load` takes work here too.
 
@@ -136,7 +185,9 @@ def load_tokenizer(path: str | Path, backend: Backend = "auto") -> Tokenizer:
     """
     from scratchllm import tokenizer as tokenizers
 
-    path = Path(path)
+    path = _run_member(Path(path))
+    if path.is_dir() and (path / ADAPTER_CONFIG).is_file() and not (path / CONFIG_FILE).is_file():
+        return load_tokenizer(_adapter_base(path), backend)  # LoRA leaves the base's tokenizer as it is
     if path.is_dir() and _is_ours(path):
         path = checkpoint_tokenizer_dir(path)
     return tokenizers.load(path, backend=backend)
