@@ -20,8 +20,8 @@ Going one step further, :class:`PackedLinear` hands each weight to oneDNN (PyTor
 library) once, reordered into the blocked layout its matrix-multiply kernel reads fastest. That pays off most
 when several sequences decode together (a server's batch: ``x`` has a few rows, where MKL's kernels for a
 plain layout are at their worst): measured on 2 AVX2 cores for SmolLM2-135M's 49152 x 576 LM head, 8 rows
-take 7 ms packed against 23 ms row-major and 31 ms column-major, and one row 4.4 ms against 5.9 ms
-column-major. A packed weight is an opaque tensor, so :func:`pack_for_decoding` is for generation only: such
+take 7.7 ms packed against 21 ms row-major and 30 ms column-major, and one row 4.1 ms against 5.4 ms
+column-major; its other layers gain 1.2-2.5x at 4-16 rows (``benchmarks/bench_decode_linear.py``). A packed weight is an opaque tensor, so :func:`pack_for_decoding` is for generation only: such
 a model cannot be trained or saved (load it again for that).
 """
 
