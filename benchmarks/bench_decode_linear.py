@@ -13,24 +13,26 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
+from _common import time_interleaved
+
+REPEATS = 4  # passes over the blocks per timed call
 SHAPES = {"qkv": (960, 576), "out": (576, 576), "gate+up": (3072, 576), "down": (576, 1536), "lm_head": (49152, 576)}
 
 
-def per_call_ms(calls: list[Callable[[], torch.Tensor]], repeats: int = 4) -> float:
-    """Milliseconds per call, cycling through ``calls`` (one per block) ``repeats`` times."""
-    for call in calls[:2]:
-        call()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        for call in calls:
-            call()
-    return (time.perf_counter() - start) / (repeats * len(calls)) * 1e3
+def all_blocks(calls: list[Callable[[], torch.Tensor]]) -> Callable[[], None]:
+    """One timed unit: every block's call (``calls``), :data:`REPEATS` times over."""
+
+    def run() -> None:
+        for _ in range(REPEATS):
+            for call in calls:
+                call()
+
+    return run
 
 
 def main() -> None:
@@ -57,11 +59,11 @@ def main() -> None:
                     lambda p=p, x=x: torch.ops.mkldnn._linear_pointwise(x, p, None, "none", [], "") for p in packed
                 ],
             }
-            times: dict[str, list[float]] = {k: [] for k in layouts}
-            for _ in range(args.rounds):
-                for layout, calls in layouts.items():
-                    times[layout].append(per_call_ms(calls))
-            ms = {k: statistics.median(v) for k, v in times.items()}
+            for calls in layouts.values():  # warm-up: kernel selection, first-touch of the weights
+                calls[0]()
+            units = {layout: all_blocks(calls) for layout, calls in layouts.items()}
+            times, _ = time_interleaved(units, args.rounds)
+            ms = {k: statistics.median(v) / (REPEATS * copies) * 1e3 for k, v in times.items()}
             best_plain = min(ms["row"], ms["column"])
             print(
                 f"{name:<8} {f'{out_features}x{in_features}':>11} {rows:>5} {ms['row']:>10.3f} {ms['column']:>10.3f} "

@@ -137,8 +137,9 @@ def test_few_shot_samplers() -> None:
     rng = random.Random(3)
     assert drawn[:5] == [rng.sample(pool, 3)[:2] for _ in range(5)]  # k + 1 drawn, first k kept
     assert pool[2] not in drawn[5] and len(drawn[5]) == 2  # a question in the pool is not its own example
-    with pytest.raises(ScratchLLMError, match="unknown few-shot sampler 'any'"):
-        pick_shots(subject, questions, 2, "any")
+    for shots in (2, 0):  # a misspelt sampler is refused even when no examples are drawn
+        with pytest.raises(ScratchLLMError, match="unknown few-shot sampler 'any'"):
+            pick_shots(subject, questions, shots, "any")
 
 
 def test_shared_prefix_runs_once(tiny_model) -> None:

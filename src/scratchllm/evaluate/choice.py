@@ -298,6 +298,8 @@ def pick_shots(
       With lm-eval's ``fewshot_random_seed`` (1234 by default) and the same pool order, the prompts are
       lm-eval's, question for question.
     """
+    if sampler not in ("first", "random"):
+        raise ScratchLLMError(f"unknown few-shot sampler {sampler!r}; expected 'first' or 'random'")
     if shots < 0:
         raise ScratchLLMError(f"shots must be 0 or more, got {shots}")
     if shots > len(subject.dev):
@@ -307,8 +309,6 @@ def pick_shots(
         )
     if shots == 0 or sampler == "first":
         return [subject.dev[:shots]] * len(questions)
-    if sampler != "random":
-        raise ScratchLLMError(f"unknown few-shot sampler {sampler!r}; expected 'first' or 'random'")
     rng = random.Random(seed)
     picked = []
     for q in questions:

@@ -21,8 +21,9 @@ library) once, reordered into the blocked layout its matrix-multiply kernel read
 when several sequences decode together (a server's batch: ``x`` has a few rows, where MKL's kernels for a
 plain layout are at their worst): measured on 2 AVX2 cores for SmolLM2-135M's 49152 x 576 LM head, 8 rows
 take 7.7 ms packed against 21 ms row-major and 30 ms column-major, and one row 4.1 ms against 5.4 ms
-column-major; its other layers gain 1.2-2.5x at 4-16 rows (``benchmarks/bench_decode_linear.py``). A packed weight is an opaque tensor, so :func:`pack_for_decoding` is for generation only: such
-a model cannot be trained or saved (load it again for that).
+column-major; its other layers gain 1.2-2.5x at 4-16 rows (``benchmarks/bench_decode_linear.py``). A packed
+weight is an opaque tensor, so :func:`pack_for_decoding` is for generation only: such a model cannot be trained
+or saved (load it again for that).
 """
 
 from __future__ import annotations
@@ -76,10 +77,9 @@ def optimize_for_decoding(model: nn.Module, pack: bool = False) -> nn.Module:
     model.eval()
     weight = next(model.parameters())
     fp32_cpu = weight.device.type == "cpu" and weight.dtype == torch.float32
-    set_weight_layout(model, "column" if fp32_cpu else "row")
     if pack and fp32_cpu and packing_available():
-        pack_for_decoding(model)
-    return model
+        pack_for_decoding(model)  # first: packing reads row-major weights, so none is transposed in vain
+    return set_weight_layout(model, "column" if fp32_cpu else "row")  # what is left: embeddings, other layers
 
 
 def packing_available() -> bool:

@@ -59,7 +59,7 @@ def model_source(path: str | Path) -> Source:
         return "gguf"
     if path.is_file():
         raise ScratchLLMError(f"{path}: is a file; expected a model folder (config.json + weights) or a .gguf file")
-    if (path / ADAPTER_CONFIG).is_file() and not (path / CONFIG_FILE).is_file():
+    if _is_adapter(path):
         return "adapter"
     folder = check_folder(path)
     return "scratchllm" if _is_ours(folder) else "hf"
@@ -134,11 +134,16 @@ def load(
     return LoadedModel(model=model, tokenizer=tok, chat_template=template, source=source, path=path)
 
 
+def _is_adapter(path: Path) -> bool:
+    """A LoRA adapter folder: ``adapter_config.json`` and no model ``config.json``."""
+    return (path / ADAPTER_CONFIG).is_file() and not (path / CONFIG_FILE).is_file()
+
+
 def _run_member(path: Path) -> Path:
     """A finetuning run folder stands for the model it saved (``model/``, else ``adapter/``); other paths stay."""
-    if path.is_dir() and not (path / CONFIG_FILE).is_file() and not (path / ADAPTER_CONFIG).is_file():
+    if path.is_dir() and not (path / CONFIG_FILE).is_file() and not _is_adapter(path):
         for name in ("model", "adapter"):
-            if (path / name / CONFIG_FILE).is_file() or (path / name / ADAPTER_CONFIG).is_file():
+            if (path / name / CONFIG_FILE).is_file() or _is_adapter(path / name):
                 return path / name
     return path
 
@@ -153,16 +158,16 @@ def _load_adapter(
             f"{path}: the adapter of a classifier (it carries {', '.join(config['extra'])}); use "
             "scratchllm classify --model RUN"
         )
-    loaded = load(_adapter_base(path), device=device, dtype=dtype, tokenizer=tokenizer)
+    loaded = load(_adapter_base(path, config), device=device, dtype=dtype, tokenizer=tokenizer)
     apply_adapter(loaded.model, path, full_precision_base=True)
     model = merge_lora(loaded.model).eval()
     return LoadedModel(model=model, tokenizer=loaded.tokenizer, chat_template=loaded.chat_template, source="adapter", path=path)
 
 
-def _adapter_base(path: Path) -> Path:
-    """The base model an adapter folder's config names (it must still be where training found it)."""
+def _adapter_base(path: Path, config: dict) -> Path:
+    """The base model an adapter folder's ``config`` names (it must still be where training found it)."""
     config_path = path / ADAPTER_CONFIG
-    base = read_json(config_path).get("base_model")
+    base = config.get("base_model")
     if not isinstance(base, str) or not base:
         raise ScratchLLMError(
             f"{config_path}: no base_model recorded; merge it yourself: scratchllm merge-lora --model BASE "
@@ -186,8 +191,8 @@ def load_tokenizer(path: str | Path, backend: Backend = "auto") -> Tokenizer:
     from scratchllm import tokenizer as tokenizers
 
     path = _run_member(Path(path))
-    if path.is_dir() and (path / ADAPTER_CONFIG).is_file() and not (path / CONFIG_FILE).is_file():
-        return load_tokenizer(_adapter_base(path), backend)  # LoRA leaves the base's tokenizer as it is
+    if _is_adapter(path):  # LoRA leaves the base's tokenizer as it is
+        return load_tokenizer(_adapter_base(path, read_json(path / ADAPTER_CONFIG)), backend)
     if path.is_dir() and _is_ours(path):
         path = checkpoint_tokenizer_dir(path)
     return tokenizers.load(path, backend=backend)
