@@ -146,8 +146,12 @@ def test_shared_prefix_runs_once(tiny_model) -> None:
     """Few-shot prompts share their start: it runs once (batch 1), then each batch only runs what follows it."""
     model = tiny_model("llama")
     requests = random_requests(6, prefix=20, lengths=(1, 5), cont_lengths=(1, 2), seed=5)
-    shapes = []
-    model.register_forward_pre_hook(lambda module, args: shapes.append(tuple(args[0].shape)))
+    calls = []
+    model.register_forward_pre_hook(
+        lambda module, args, kwargs: calls.append((tuple(args[0].shape), kwargs.get("packing"))), with_kwargs=True
+    )
     score_requests(model, requests, batch_size=3)
-    assert shapes[0] == (1, 20)
-    assert all(rows == 3 and width <= 4 for rows, width in shapes[1:]) and len(shapes) == 3
+    assert calls[0] == ((1, 20), None)
+    assert len(calls) == 3
+    for shape, packing in calls[1:]:  # 3 rows of what follows the prefix, packed without padding
+        assert packing.batch == 3 and packing.width <= 4 and shape == (1, sum(packing.lengths))

@@ -11,6 +11,7 @@ from scratchllm.model import (
     GPTModel,
     MultiHeadAttention,
     MultiHeadAttentionWrapper,
+    Packing,
     SelfAttention,
     simplified_self_attention,
 )
@@ -151,3 +152,42 @@ def test_gpt_model_explicit_attention_equals_fused_with_padding_and_kv_cache(mon
         grads.append([p.grad.clone() for p in model.parameters()])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_packed_rows_give_each_row_alone_logits_for_gpt_and_llama() -> None:
+    """Rows packed back to back without padding (per-token layers on real tokens only, attention unpacked into
+    rows) give each row's logits as if it ran alone: GPT-2 (learned positions) and Llama (RoPE, GQA, qk-norm),
+    from the start and continuing a shared prefix in a KV cache."""
+    torch.manual_seed(3)
+    configs = [
+        ModelConfig(vocab_size=97, context_length=32, emb_dim=24, n_heads=3, n_layers=2),
+        ModelConfig.from_preset(
+            "llama-tiny", vocab_size=97, context_length=32, emb_dim=24, n_heads=4, n_kv_heads=2, n_layers=2,
+            hidden_dim=40, qk_norm=True,
+        ),
+    ]  # fmt: skip
+    for cfg in configs:
+        model = GPTModel(cfg).eval()
+        rows = [torch.randint(0, 97, (n,)) for n in (7, 2, 11, 5)]
+        packing = Packing([len(r) for r in rows])
+        tokens = torch.cat(rows)[None]
+        with torch.no_grad():
+            alone = [model(r[None])[0] for r in rows]
+            packed = model(tokens, packing=packing)
+            torch.testing.assert_close(packed[0], torch.cat(alone), rtol=1e-5, atol=1e-5)
+            last = model(tokens, packing=packing, last_only=True)
+            torch.testing.assert_close(last[0], torch.stack([a[-1] for a in alone]), rtol=1e-5, atol=1e-5)
+
+            prefix = torch.randint(0, 97, (6,))
+            cache = model.new_kv_cache(len(rows), max_len=6 + packing.width)
+            model(prefix.expand(len(rows), 6), kv_cache=cache)
+            continued = model(tokens, kv_cache=cache, packing=packing)
+            whole = [model(torch.cat([prefix, r])[None])[0, 6:] for r in rows]
+            torch.testing.assert_close(continued[0], torch.cat(whole), rtol=1e-5, atol=1e-5)
+
+
+def test_packing_refuses_an_empty_row() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="at least one token"):
+        Packing([3, 0, 2])

@@ -17,6 +17,9 @@ Where the speed comes from (:func:`score_requests`):
 * **One shared prefix per subject.** With ``k`` shots, every prompt of a subject starts with the same
   description and examples: the longest common token prefix runs once, and each batch continues from its keys
   and values.
+* **No padding.** A batch's rows go through the per-token layers back to back (:class:`~scratchllm.model.Packing`);
+  only attention sees them as padded rows. CMMLU's questions differ in length, so right-padding a batch of 4
+  wasted about 14 % of the tokens.
 * **The LM head only where it is needed.** The vocabulary projection is a large matrix multiply; rows are scored
   at one position each, so it runs on those positions only.
 """
@@ -37,6 +40,7 @@ from torch import Tensor, nn
 
 from scratchllm.errors import ScratchLLMError
 from scratchllm.evaluate.tasks import Question, Subject, build_context, continuations
+from scratchllm.model import Packing
 
 #: shortest common prefix worth a forward pass of its own, in tokens and as a share of the mean context: rows that
 #: continue a cache attend through an explicit mask (about 15 % slower per token than plain causal rows), so a
@@ -185,18 +189,14 @@ def _score_single_tokens(model: nn.Module, jobs: list[_Job], out: list[list[floa
         for start in range(0, len(order), batch_size):
             batch = [jobs[i] for i in order[start : start + batch_size]]
             rest = [job.context[shared:] for job in batch]
-            width = max(len(r) for r in rest)
-            rows = torch.zeros(len(batch), width, dtype=torch.long, device=device)
-            for i, r in enumerate(rest):
-                rows[i, : len(r)] = torch.tensor(r, device=device)
+            tokens = torch.tensor([[t for r in rest for t in r]], device=device)  # back to back, no padding
+            packing = Packing([len(r) for r in rest], device)
             if cache is not None:
                 cache.length = shared  # the prefix stays; this batch overwrites what follows it
-                hidden = model(rows, kv_cache=_rows_of(cache, len(batch)))
+                final = model(tokens, kv_cache=_rows_of(cache, len(batch)), last_only=True, packing=packing)
             else:
-                hidden = model(rows)
-            last = torch.tensor([len(r) - 1 for r in rest], device=device)
-            final = hidden[torch.arange(len(batch), device=device), last]
-            logprobs = F.log_softmax(head(final).float(), dim=-1)
+                final = model(tokens, last_only=True, packing=packing)
+            logprobs = F.log_softmax(head(final[0]).float(), dim=-1)
             for i, job in enumerate(batch):
                 for j, cont in zip(job.choices, job.continuations):
                     out[job.request][j] = float(logprobs[i, cont[0]])

@@ -21,6 +21,7 @@ Read top to bottom, each class adds one idea to the previous one:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -211,6 +212,39 @@ class KVCache:
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end], mask[:, None]
 
 
+class Packing:
+    """A batch of rows of different lengths stored back to back, without padding.
+
+    A right-padded batch ``[B, T]`` wastes work on every padding slot, and most of a transformer's work (norms,
+    projections, the MLP) is per token, so it can run on the real tokens alone: ``[1, N]`` with ``N`` the sum of
+    the row lengths. Only attention needs rows: :meth:`unpack` scatters its inputs into the padded layout (padding
+    slots are zeros, past every real token, so causal attention never lets a real query see them) and
+    :meth:`pack` gathers its outputs back. The rows' real tokens come first in each row (right padding).
+    """
+
+    def __init__(self, lengths: Sequence[int], device: torch.device | str = "cpu") -> None:
+        if not lengths or min(lengths) < 1:
+            raise ValueError(f"every packed row needs at least one token, got lengths {list(lengths)}")
+        self.lengths = list(lengths)
+        self.batch, self.width = len(lengths), max(lengths)
+        counts = torch.tensor(self.lengths, device=device)
+        rows = torch.repeat_interleave(torch.arange(self.batch, device=device), counts)
+        starts = torch.cumsum(counts, 0) - counts
+        cols = torch.arange(int(counts.sum()), device=device) - starts[rows]
+        self.index = rows * self.width + cols  # [N]: where each packed token sits in the flattened [B, T] grid
+        self.last = starts + counts - 1  # [B]: each row's last token in the packed order
+
+    def unpack(self, x: Tensor) -> Tensor:
+        """``[1, N, ...]`` -> ``[B, T, ...]`` with zeros in the padding slots."""
+        out = x.new_zeros(self.batch * self.width, *x.shape[2:])
+        out[self.index] = x[0]
+        return out.view(self.batch, self.width, *x.shape[2:])
+
+    def pack(self, x: Tensor) -> Tensor:
+        """``[B, T, ...]`` -> ``[1, N, ...]``: the real slots only."""
+        return x.reshape(self.batch * self.width, *x.shape[2:])[self.index][None]
+
+
 def attention_mask(q_len: int, start: int, pad: Tensor | None, device: torch.device | str) -> Tensor | None:
     """Boolean mask ``[B or 1, 1, q_len, start + q_len]`` (True = may attend), or None when plain causal will do.
 
@@ -296,6 +330,7 @@ class MultiHeadAttention(nn.Module):
         layer: int = 0,
         pad: Tensor | None = None,
         rope: tuple[Tensor, Tensor] | None = None,
+        packing: Packing | None = None,
     ) -> Tensor:
         """``x`` ``[B, T, d_in]`` -> ``[B, T, d_out]``.
 
@@ -303,12 +338,16 @@ class MultiHeadAttention(nn.Module):
         of layer ``layer`` (each row's own ``cache.lengths[b]`` onwards, for a pool of sequences) and the
         queries attend to everything cached so far. ``pad`` (``[B]``) is the left
         padding per row when no cache is used (with a cache, the cache's own ``pad`` applies). ``rope`` is
-        the ``(cos, sin)`` pair of this call's positions, for models with rotary embeddings.
+        the ``(cos, sin)`` pair of this call's positions, for models with rotary embeddings. With ``packing``,
+        ``x`` is ``[1, N, d_in]``: the projections run on the real tokens only, attention on the padded rows.
         """
-        B, T, _ = x.shape
+        qkv = self.qkv(x)
+        if packing is not None:
+            qkv = packing.unpack(qkv)
+        B, T, _ = qkv.shape
         H, G, hd = self.num_heads, self.num_kv_heads, self.head_dim
         # [B, T, (H + 2G) * hd] -> [B, H + 2G, T, hd], then query, key and value heads are slices (views).
-        qkv = self.qkv(x).view(B, T, H + 2 * G, hd).transpose(1, 2)
+        qkv = qkv.view(B, T, H + 2 * G, hd).transpose(1, 2)
         q, k, v = qkv.split([H, G, G], dim=1)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
@@ -341,4 +380,5 @@ class MultiHeadAttention(nn.Module):
                 scores = scores.masked_fill(~mask, float("-inf"))
             weights = F.dropout(torch.softmax(scores, dim=-1), p=p, training=p > 0)
             y = weights @ v
-        return self.out_proj(y.transpose(1, 2).reshape(B, T, H * hd))
+        y = y.transpose(1, 2).reshape(B, T, H * hd)
+        return self.out_proj(packing.pack(y) if packing is not None else y)

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from scratchllm.config import ModelConfig
-from scratchllm.model.attention import KVCache, MultiHeadAttention
+from scratchllm.model.attention import KVCache, MultiHeadAttention, Packing
 from scratchllm.model.norms import LayerNorm, RMSNorm, make_norm
 from scratchllm.model.rope import RotaryEmbedding
 
@@ -116,10 +116,10 @@ class TransformerBlock(nn.Module):
 
     def forward(
         self, x: Tensor, kv_cache: KVCache | None, layer: int, pad: Tensor | None,
-        rope: tuple[Tensor, Tensor] | None,
+        rope: tuple[Tensor, Tensor] | None, packing: Packing | None = None,
     ) -> Tensor:  # fmt: skip
         """One pre-norm block; the model passes every argument (see :meth:`MultiHeadAttention.forward`)."""
-        x = x + self.drop(self.att(self.norm1(x), kv_cache, layer, pad, rope))
+        x = x + self.drop(self.att(self.norm1(x), kv_cache, layer, pad, rope, packing))
         x = x + self.drop(self.ff(self.norm2(x)))
         return x
 
@@ -179,6 +179,7 @@ class GPTModel(nn.Module):
         pad: Tensor | None = None,
         last_only: bool = False,
         logits_at: Tensor | None = None,
+        packing: Packing | None = None,
     ) -> Tensor:
         """Logits ``[B, T, vocab_size]`` for token ids ``idx`` ``[B, T]``.
 
@@ -194,8 +195,11 @@ class GPTModel(nn.Module):
                 else, and the LM head is a large matmul.
             logits_at: like ``last_only``, but at position ``logits_at[b]`` of row ``b`` (``[B]`` indices
                 into ``T``): the last real token of right-padded rows, as a server's batched prefill has.
+            packing: ``idx`` is ``[1, N]``, the rows of a right-padded batch back to back without their padding
+                (see :class:`~scratchllm.model.attention.Packing`); logits are ``[1, N, V]`` (at each row's last
+                token only with ``last_only``: ``[1, B, V]``). Per-token layers skip the padding.
         """
-        B, T = idx.shape
+        B, T = (packing.batch, packing.width) if packing is not None else idx.shape
         if kv_cache is not None and kv_cache.lengths is not None:  # a pool of sequences, each at its own length
             positions = kv_cache.lengths[:, None] + torch.arange(T, device=idx.device)  # [B, T]
             end = int(kv_cache.lengths.max()) + T
@@ -212,15 +216,19 @@ class GPTModel(nn.Module):
         x = self.tok_emb(idx)
         rope = None
         if self.pos_emb is not None:
+            if packing is not None:
+                positions = packing.pack(positions.expand(B, T))
             x = x + self.pos_emb(positions)  # GPT-2: where a token is, added to what it is
         else:
             rope = self.rope(positions, x.dtype)  # Llama: positions rotate q and k inside attention
         x = self.drop(x)
         for i, block in enumerate(self.blocks):
-            x = block(x, kv_cache, i, pad, rope)
+            x = block(x, kv_cache, i, pad, rope, packing)
         if kv_cache is not None:
             kv_cache.advance(T)
-        if last_only:
+        if packing is not None and last_only:
+            x = x[:, packing.last]
+        elif last_only:
             x = x[:, -1:]
         elif logits_at is not None:
             x = x[torch.arange(B, device=x.device), logits_at][:, None]
