@@ -82,3 +82,16 @@ def test_lora_run_exports_adapters_and_merge_lora_writes_a_plain_checkpoint(ckpt
     assert any(layer.lora_B.abs().max() > 0 for layer in lora_layers(adapted).values())  # it trained
     ids = torch.randint(0, 290, (2, 12))
     torch.testing.assert_close(merged(ids), adapted.eval()(ids), rtol=0, atol=1e-5)
+
+
+def test_a_lora_run_is_reproducible_from_its_seed(ckpt, tmp_path, capsys) -> None:
+    """PyTorch starts from a random seed: the adapters' initialisation must come from --train.seed."""
+    from safetensors.torch import load_file
+
+    data = _data(tmp_path / "d.json", 24)
+    extra = ("--epochs", "1", "--trains", "lora", "--lora.rank", "4", "--test-responses", "false", "--train.seed", "9")
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for run in runs:
+        assert main(_args(ckpt, data, run, *extra)) == 0
+    a, b = (load_file(run / "adapter" / "adapter.safetensors") for run in runs)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

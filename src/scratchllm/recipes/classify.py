@@ -259,7 +259,7 @@ def finetune_classify(
         def freeze() -> None:  # LoRA: the adapters come on top of a trainable head
             clf.trainable_parts("head" if trains == "lora" else trains, last_blocks)
 
-        lora_config = finetune.choose_trainable(clf, backbone, trains, lora, say, freeze_rest=freeze)
+        lora_config = finetune.choose_trainable(clf, backbone, trains, lora, say, freeze_rest=freeze, seed=train.seed)
 
         def collate(examples):
             return collate_examples(examples, pad_id)
@@ -294,6 +294,7 @@ def finetune_classify(
             run_info=run_info, resume=resume, model_config={"format": CLASSIFIER_FORMAT, **info}, score=score,
             say=say,
         )  # fmt: skip
+        clf = result.model  # the best epoch's weights (whole again after FSDP2)
 
         metrics = {name: evaluate_split(clf, reader, names, env.device, precision) for name, reader in readers.items()}
         if env.is_main:

@@ -187,7 +187,7 @@ def finetune_dpo(
         )
     out_dir = Path(out_dir)
     started = time.perf_counter()
-    with finetune.session(train) as (env, say, precision):
+    with finetune.session(train, fsdp=False) as (env, say, precision):
         if train.sample_prompt:
             say("train.sample_prompt is not used by DPO (see responses.json for answers before and after)")
         # 1. data, in the model's prompt format
@@ -211,7 +211,7 @@ def finetune_dpo(
         kind, ref_model = build_reference(net, trains, reference, env, say)
         # With LoRA only the adapters train: the reference is the model with them off, so nothing else may move.
         freeze_rest = lambda: net.requires_grad_(trains != "lora")  # noqa: E731
-        lora_config = finetune.choose_trainable(net, net, trains, lora, say, freeze_rest=freeze_rest)
+        lora_config = finetune.choose_trainable(net, net, trains, lora, say, freeze_rest=freeze_rest, seed=train.seed)
         objective = DPOLoss(
             beta, label_smoothing=label_smoothing, average=average_logprobs, reference=kind, reference_model=ref_model
         )

@@ -52,20 +52,20 @@ FINETUNE_TRAIN = TrainConfig(
 
 
 @contextmanager
-def session(train: TrainConfig) -> Iterator[tuple[Any, Log, str]]:
+def session(train: TrainConfig, fsdp: bool = True) -> Iterator[tuple[Any, Log, str]]:
     """Pretraining's :func:`~scratchllm.recipes.pretrain.training_session`, for a finetuning recipe.
 
-    Finetuning runs under DDP (each process takes its slice of every global batch). FSDP2 is refused before
-    anything is read or written: after training, a recipe evaluates, generates and saves with the whole model
-    on one process, which a sharded model cannot do without gathering it first.
+    Under DDP each process takes its slice of every global batch. Under FSDP2 (``--train.parallel fsdp``),
+    :func:`train_epochs` shards the model for training and gathers it whole again afterwards; a recipe that
+    trains without it passes ``fsdp=False`` and such a run is refused before anything is read or written.
     """
-    if train.parallel == "fsdp":
-        raise ScratchLLMError(
-            "train.parallel fsdp: finetuning recipes run under DDP only (use --train.parallel ddp); FSDP2 is for "
-            "pretraining"
-        )
-    with training_session(train, stderr) as frame:
-        yield frame
+    if train.parallel == "fsdp" and not fsdp:
+        raise ScratchLLMError("train.parallel fsdp: this recipe runs under DDP only (use --train.parallel ddp)")
+    import torch
+
+    with training_session(train, stderr) as (env, say, precision):
+        torch.manual_seed(train.seed + env.rank)  # PyTorch starts from a random seed; dropout differs per rank
+        yield env, say, precision
 
 
 def load_base(
@@ -86,19 +86,24 @@ def load_base(
 
 
 def choose_trainable(
-    net: Any, backbone: Any, trains: str, lora: LoRAConfig, say: Log, *, freeze_rest: Callable[[], None]
+    net: Any, backbone: Any, trains: str, lora: LoRAConfig, say: Log, *, freeze_rest: Callable[[], None], seed: int
 ) -> LoRAConfig | None:
     """Apply the ``trains`` choice (``freeze_rest`` freezes what the choice does not train); print the counts.
 
     With ``lora`` the adapters go into ``backbone`` (names relative to the decoder, so adapters export to peft)
-    and everything ``freeze_rest`` left trainable (a new head) keeps training.
+    and everything ``freeze_rest`` left trainable (a new head) keeps training. Their random initialisation
+    comes from ``seed`` alone: the same on every rank and in every run with that seed.
     """
+    import torch
+
     from scratchllm.model.lora import apply_lora, trainable_parameters
 
     freeze_rest()
     config = None
     if trains == "lora":
-        config = apply_lora(backbone, lora, freeze=False)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            config = apply_lora(backbone, lora, freeze=False)
     trainable, total = trainable_parameters(net)
     say(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f} %), trains={trains}")
     return config
@@ -167,8 +172,10 @@ def split_data(
 
 @dataclass
 class EpochResult:
-    """What :func:`train_epochs` returns: the trainer's summary, the per-epoch history, the best epoch."""
+    """What :func:`train_epochs` returns: the trained model (the best epoch's weights, whole even after FSDP2),
+    the trainer's summary, the per-epoch history and the best epoch."""
 
+    model: Any
     summary: dict[str, Any]
     history: list[dict[str, Any]]
     best: dict[str, Any] | None
@@ -191,7 +198,12 @@ def train_epochs(
     score: Callable[[], dict[str, float]] | None,
     say: Log,
 ) -> EpochResult:
-    """Train ``epochs`` passes over ``inputs.batches`` on the one training core; end on the best epoch's weights."""
+    """Train ``epochs`` passes over ``inputs.batches`` on the one training core; end on the best epoch's weights.
+
+    Use the returned ``model`` afterwards: under FSDP2 ``net`` itself stays sharded and the result is a whole
+    copy on every process (:func:`~scratchllm.train.distributed.gather_full_model`).
+    """
+    from scratchllm.train.distributed import gather_full_model, skeleton_of
     from scratchllm.train.epochs import EpochCallback
     from scratchllm.train.logging import flops_per_token
 
@@ -205,6 +217,8 @@ def train_epochs(
     if train.max_steps != max_steps:
         say(f"{epochs} epoch(s) of {steps_per_epoch} steps: train.max_steps = {max_steps}")
         train = dataclasses.replace(train, max_steps=max_steps)
+    sharded = train.parallel == "fsdp" and env.distributed
+    skeleton = skeleton_of(net) if sharded else None
     trainer = build_trainer(wrap_model(net, train, env), inputs.batches, train, env, precision, 1, loss_fn)
     resumed_from = resume_or_refuse(trainer, out_dir / "checkpoints", resume, train.reschedule, say)
     cfg = getattr(getattr(net, "model", net), "config", None)
@@ -223,4 +237,5 @@ def train_epochs(
     epoch_hook.restore_best()
     if epoch_hook.best is not None:
         say(f"best epoch on validation: {epoch_hook.best['epoch']:.2f} (step {epoch_hook.best['step']}); using it")
-    return EpochResult(summary, epoch_hook.history, epoch_hook.best, resumed_from)
+    model = gather_full_model(net, skeleton, env.device) if skeleton is not None else net
+    return EpochResult(model, summary, epoch_hook.history, epoch_hook.best, resumed_from)

@@ -174,7 +174,7 @@ def finetune_instruct(
             say(f"answering {len(parts['test'])} test instructions before training")
             baseline = respond(net, tok, parts["test"], fmt, template, max_new_tokens=max_new_tokens)
         lora_config = finetune.choose_trainable(
-            net, net, trains, lora, say, freeze_rest=lambda: net.requires_grad_(trains != "lora")
+            net, net, trains, lora, say, freeze_rest=lambda: net.requires_grad_(trains != "lora"), seed=train.seed
         )
         bs = train.micro_batch_size
         batches = ExampleBatches(
@@ -199,6 +199,7 @@ def finetune_instruct(
             epochs=epochs, train=train, env=env, precision=precision, out_dir=out_dir, run_info=run_info,
             resume=resume, model_config=checkpoint_config, score=None, say=say,
         )  # fmt: skip
+        net = result.model  # the best epoch's weights (whole again after FSDP2)
 
         report: dict[str, Any] = {"history": result.history, "best_epoch": result.best}
         saved: dict[str, str] = {}

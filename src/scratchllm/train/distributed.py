@@ -148,6 +148,11 @@ def parallelize(
     if mode == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
+        # Each rank keeps its own slice of its own copy: make the copies equal first, as DDP does when it wraps
+        # (weights created after seeding per rank, e.g. LoRA adapters, would otherwise mix across ranks).
+        with torch.no_grad():
+            for tensor in [*model.parameters(), *model.buffers()]:
+                torch.distributed.broadcast(tensor, src=0)
         for block in blocks:
             fully_shard(block)
         fully_shard(model)
@@ -156,3 +161,52 @@ def parallelize(
 
     device_ids = [env.device.index] if env.device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=device_ids)
+
+
+# ---------------------------------------------------------------------------------------------- after FSDP2
+def skeleton_of(model: nn.Module) -> nn.Module:
+    """A copy of ``model``'s modules whose parameters live on the meta device (no memory), buffers copied.
+
+    Taken before :func:`parallelize` shards the model, it is what :func:`gather_full_model` fills with the
+    whole trained model afterwards (FSDP2 changes the module's class in place and has no way back). Tied
+    parameters stay tied and ``requires_grad`` is kept.
+    """
+    import copy
+
+    memo = {
+        id(p): nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+        for p in model.parameters()
+    }
+    return copy.deepcopy(model, memo)
+
+
+def reshard(model: nn.Module) -> None:
+    """Put every FSDP2 module of ``model`` back in its sharded state (a no-op for other models).
+
+    After a forward pass without backward (an evaluation), the root keeps its parameters gathered; a snapshot
+    or a copy into the parameters must see the same sharded tensors every time.
+    """
+    from torch.distributed.fsdp import FSDPModule
+
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
+
+
+def gather_full_model(sharded: nn.Module, skeleton: nn.Module, device: torch.device) -> nn.Module:
+    """The whole model on every process: ``skeleton`` (:func:`skeleton_of`) filled with the FSDP2 shards.
+
+    Every rank all-gathers the full state dict, so what follows training (evaluation, generation, saving) runs
+    on an ordinary module, as under DDP. Memory: one whole model per process, as DDP needs throughout.
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    reshard(sharded)
+    state = get_model_state_dict(sharded, options=StateDictOptions(full_state_dict=True))
+    buffers = dict(skeleton.named_buffers())  # to_empty replaces them with uninitialised memory
+    skeleton.to_empty(device=device)
+    with torch.no_grad():
+        for name, buffer in skeleton.named_buffers():
+            buffer.copy_(buffers[name])
+    skeleton.load_state_dict({k: v.full_tensor() if hasattr(v, "full_tensor") else v for k, v in state.items()})
+    return skeleton

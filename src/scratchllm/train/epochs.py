@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from scratchllm.train.distributed import reshard
 from scratchllm.train.loop import Callback, StepMetrics, Trainer
 
 
@@ -15,7 +16,8 @@ class EpochCallback(Callback):
     """At each epoch's end: evaluate (losses + ``score``), checkpoint, and remember the best trainable weights.
 
     "Best" is the highest ``score`` (e.g. validation accuracy; ``None`` to use the lowest validation loss).
-    Keeping only the trainable tensors makes the snapshot small for LoRA and head-only runs.
+    Keeping only the trainable tensors makes the snapshot small for LoRA and head-only runs; under FSDP2 each
+    rank keeps its shards of them.
     """
 
     def __init__(
@@ -45,6 +47,7 @@ class EpochCallback(Callback):
         key = (result.get("val_score", 0.0), -result.get("val_loss", 0.0))
         if self.best is None or key > (self.best.get("val_score", 0.0), -self.best.get("val_loss", 0.0)):
             self.best = result
+            reshard(self.net)  # FSDP2: each rank keeps its own shards
             self.best_state = {
                 n: p.detach().clone() for n, p in self.net.named_parameters() if p.requires_grad
             }
@@ -62,6 +65,7 @@ class EpochCallback(Callback):
     def restore_best(self) -> None:
         if self.best_state is None:
             return
+        reshard(self.net)
         params = dict(self.net.named_parameters())
         with torch.no_grad():
             for name, tensor in self.best_state.items():
