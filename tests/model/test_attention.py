@@ -186,8 +186,11 @@ def test_packed_rows_give_each_row_alone_logits_for_gpt_and_llama() -> None:
             torch.testing.assert_close(continued[0], torch.cat(whole), rtol=1e-5, atol=1e-5)
 
 
-def test_packing_refuses_an_empty_row() -> None:
+def test_packing_refuses_an_empty_row_and_left_padding() -> None:
     import pytest
 
     with pytest.raises(ValueError, match="at least one token"):
         Packing([3, 0, 2])
+    model = GPTModel(ModelConfig(vocab_size=97, context_length=32, emb_dim=24, n_heads=3, n_layers=1))
+    with pytest.raises(ValueError, match="cannot be combined with left padding"):
+        model(torch.zeros(1, 5, dtype=torch.long), pad=torch.tensor([1, 0]), packing=Packing([3, 2]))

@@ -211,6 +211,8 @@ class GPTModel(nn.Module):
             positions = torch.arange(start, end, device=idx.device)
             if pad is not None:
                 positions = (positions[None, :] - pad[:, None]).clamp_(min=0)  # [B, T]
+        if packing is not None and pad is not None:
+            raise ValueError("packing holds right-padded rows; it cannot be combined with left padding (pad)")
         if end > self.config.context_length:
             raise ValueError(f"sequence of {end} tokens exceeds context_length {self.config.context_length}")
         x = self.tok_emb(idx)
