@@ -89,6 +89,55 @@ def test_accumulation_equals_one_big_batch(tiny_config, token_stream, reader_cla
         torch.testing.assert_close(pb, ps, rtol=1e-3, atol=1e-4)  # Adam amplifies float noise in tiny grads
 
 
+class ListBatches:
+    """Fixed batches, in order (what a finetuning loader hands the trainer)."""
+
+    def __init__(self, batches):
+        self.batches, self.i = batches, 0
+
+    def next_batch(self):
+        batch = self.batches[self.i % len(self.batches)]
+        self.i += 1
+        return batch
+
+    def state_dict(self):
+        return {"i": self.i}
+
+    def load_state_dict(self, state):
+        self.i = state["i"]
+
+
+def test_accumulation_of_masked_targets_equals_one_big_batch(tiny_config):
+    """Instruction tuning scores only some tokens (-100 elsewhere): micro-batches that score 3 and 40 targets
+    weigh 3 and 40, so accumulating them equals one batch of both (a mean of the two means would not)."""
+    torch.manual_seed(1)
+    inputs = torch.randint(0, 64, (4, 16))
+    targets = torch.randint(0, 64, (4, 16))
+    targets[:2, 3:] = -100
+    targets[:2, :2] = -100  # rows 0-1: 1 target each; rows 2-3: 16 each, minus 4 below
+    targets[2:, :2] = -100
+    first, second = (inputs[:2], targets[:2]), (inputs[2:], targets[2:])
+    trainers = {
+        "big": make_trainer(tiny_config(), ListBatches([(inputs, targets)]), max_steps=1, lr=1e-2),
+        "small": make_trainer(tiny_config(), ListBatches([first, second]), max_steps=1, accum=2, lr=1e-2),
+    }
+    losses = {}
+    for name, trainer in trainers.items():
+        losses[name] = trainer.train_step().loss
+    assert losses["small"] == pytest.approx(losses["big"], rel=1e-6)
+    for pb, ps in zip(trainers["big"].model.parameters(), trainers["small"].model.parameters()):
+        torch.testing.assert_close(pb, ps, rtol=1e-5, atol=1e-6)
+    # what the weighting changes: the plain mean of the two micro-batch means is another number
+    from scratchllm.train.loop import next_token_loss
+
+    assert next_token_loss.count_items(first) == 2 and next_token_loss.count_items(second) == 28
+    torch.manual_seed(0)  # make_trainer's seed: the weights both trainers started from
+    start = GPTModel(tiny_config())
+    with torch.no_grad():
+        plain = (next_token_loss(start, first) + next_token_loss(start, second)) / 2
+    assert abs(float(plain) - losses["big"]) > 1e-3
+
+
 def sampling_evaluator(trainer, reader_class, token_stream):
     """An EvalCallback every 3 steps whose loss and 'sample' draw random numbers, as generating a sample does."""
     from scratchllm.train.callbacks import EvalCallback

@@ -11,9 +11,12 @@ and timing. What differs between recipes is injected:
   (instruction tuning) or a classification head plug in here;
 * **callbacks** (:class:`Callback`) for evaluation, logging and checkpoints, called after every step in order.
 
-One step = ``grad_accum_steps`` micro-batches. Each micro-batch loss is a mean over its tokens, and the step's
-loss is the mean of the micro-batch losses (and, with several processes, of the processes' losses), which equals
-the loss of one big batch when every micro-batch has the same number of counted tokens.
+One step = ``grad_accum_steps`` micro-batches on each process. Each micro-batch loss is a mean over what it
+counts. When every micro-batch counts as much as the others (pretraining's full rows, a classifier's examples),
+the step's loss is the mean of the micro-batch losses and of the processes' losses. When they do not (instruction
+tuning scores only response tokens), a loss function says what it counts through a ``count_items(batch)``
+attribute, and each micro-batch is weighted by its share of the items of the whole step on all processes: the
+step's loss and gradient are then those of one big batch, however its items fall into micro-batches and processes.
 """
 
 from __future__ import annotations
@@ -57,6 +60,14 @@ def next_token_loss(model: nn.Module, batch: Any) -> torch.Tensor:
     inputs, targets = batch[0], batch[1]
     logits = model(inputs)
     return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+
+
+def _scored_targets(batch: Any) -> int:
+    """How many targets :func:`next_token_loss` averages over: those that are not -100."""
+    return int((batch[1] != -100).sum())
+
+
+next_token_loss.count_items = _scored_targets  # type: ignore[attr-defined]
 
 
 def move_to_device(batch: Any, device: torch.device) -> Any:
@@ -114,6 +125,14 @@ def _all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
         value = value.clone()
         torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.SUM)
         value /= torch.distributed.get_world_size()
+    return value
+
+
+def _all_reduce_sum(value: int, device: torch.device) -> int:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        total = torch.tensor(value, device=device, dtype=torch.float64)
+        torch.distributed.all_reduce(total, op=torch.distributed.ReduceOp.SUM)
+        return int(total.item())
     return value
 
 
@@ -262,6 +281,19 @@ class Trainer:
         self._params = [p for p in model.parameters() if p.requires_grad]
 
     # ------------------------------------------------------------------------------------------ one step
+    def _micro_batch_weights(self, micro_batches: list[Any]) -> list[float] | None:
+        """Each micro-batch's weight when the loss counts ``count_items``: its items' share of the whole step's
+        on all processes, times the number of processes (whose gradients DDP and FSDP average). ``None``: the
+        plain mean (the loss has no ``count_items``, or the step counts nothing and its loss is not finite)."""
+        count = getattr(self.loss_fn, "count_items", None)
+        if count is None:
+            return None
+        counts = [count(batch) for batch in micro_batches]
+        total = _all_reduce_sum(sum(counts), self.device)
+        if total == 0:
+            return None
+        return [c * _world_size() / total for c in counts]
+
     def train_step(self) -> StepMetrics:
         """Accumulate gradients over the micro-batches, check them, clip, and step the optimizer."""
         step = self.state.step
@@ -273,17 +305,18 @@ class Trainer:
         self.model.train()
         start = time.perf_counter()
         loss_sum = torch.zeros((), device=self.device, dtype=torch.float32)
-        tokens = 0
-        for micro in range(self.grad_accum_steps):
-            batch = move_to_device(self.batches.next_batch(), self.device)
-            tokens += count_tokens(batch)
+        micro_batches = [self.batches.next_batch() for _ in range(self.grad_accum_steps)]
+        tokens = sum(count_tokens(batch) for batch in micro_batches)
+        weights = self._micro_batch_weights(micro_batches)  # counted where the batches are made: no device sync
+        for micro, batch in enumerate(micro_batches):
+            batch = move_to_device(batch, self.device)
             last = micro == self.grad_accum_steps - 1
             with gradient_sync(self.model, last):
                 with autocast_context(self.device, self.precision):
                     loss = self.loss_fn(self.model, batch)
-                (loss / self.grad_accum_steps).backward()
-            loss_sum += loss.detach().float()
-        loss_mean = _all_reduce_mean(loss_sum / self.grad_accum_steps)
+                (loss / self.grad_accum_steps if weights is None else loss * weights[micro]).backward()
+            loss_sum += loss.detach().float() * (1 / self.grad_accum_steps if weights is None else weights[micro])
+        loss_mean = _all_reduce_mean(loss_sum)
         max_norm = self.grad_clip if self.grad_clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self._params, max_norm)
         if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP2
