@@ -208,5 +208,5 @@ def gather_full_model(sharded: nn.Module, skeleton: nn.Module, device: torch.dev
     with torch.no_grad():
         for name, buffer in skeleton.named_buffers():
             buffer.copy_(buffers[name])
-    skeleton.load_state_dict({k: v.full_tensor() if hasattr(v, "full_tensor") else v for k, v in state.items()})
+    skeleton.load_state_dict(state)  # full_state_dict: plain tensors, not DTensors
     return skeleton

@@ -130,7 +130,7 @@ def _all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
 
 def _all_reduce_sum(value: int, device: torch.device) -> int:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        total = torch.tensor(value, device=device, dtype=torch.float64)
+        total = torch.tensor(value, device=device, dtype=torch.long)
         torch.distributed.all_reduce(total, op=torch.distributed.ReduceOp.SUM)
         return int(total.item())
     return value
@@ -281,18 +281,17 @@ class Trainer:
         self._params = [p for p in model.parameters() if p.requires_grad]
 
     # ------------------------------------------------------------------------------------------ one step
-    def _micro_batch_weights(self, micro_batches: list[Any]) -> list[float] | None:
-        """Each micro-batch's weight when the loss counts ``count_items``: its items' share of the whole step's
-        on all processes, times the number of processes (whose gradients DDP and FSDP average). ``None``: the
-        plain mean (the loss has no ``count_items``, or the step counts nothing and its loss is not finite)."""
+    def _micro_batch_weights(self, micro_batches: list[Any]) -> list[float]:
+        """Each micro-batch's weight in the step's loss: when the loss counts ``count_items``, its items' share
+        of the whole step's on all processes, times the number of processes (whose gradients DDP and FSDP
+        average); otherwise, or when the step counts nothing (its loss is not finite), the plain mean."""
+        plain = [1 / len(micro_batches)] * len(micro_batches)
         count = getattr(self.loss_fn, "count_items", None)
         if count is None:
-            return None
+            return plain
         counts = [count(batch) for batch in micro_batches]
         total = _all_reduce_sum(sum(counts), self.device)
-        if total == 0:
-            return None
-        return [c * _world_size() / total for c in counts]
+        return [c * _world_size() / total for c in counts] if total else plain
 
     def train_step(self) -> StepMetrics:
         """Accumulate gradients over the micro-batches, check them, clip, and step the optimizer."""
@@ -314,8 +313,8 @@ class Trainer:
             with gradient_sync(self.model, last):
                 with autocast_context(self.device, self.precision):
                     loss = self.loss_fn(self.model, batch)
-                (loss / self.grad_accum_steps if weights is None else loss * weights[micro]).backward()
-            loss_sum += loss.detach().float() * (1 / self.grad_accum_steps if weights is None else weights[micro])
+                (loss * weights[micro]).backward()
+            loss_sum += loss.detach().float() * weights[micro]
         loss_mean = _all_reduce_mean(loss_sum)
         max_norm = self.grad_clip if self.grad_clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self._params, max_norm)
