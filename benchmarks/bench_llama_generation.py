@@ -8,6 +8,9 @@ Tokens/s counts new tokens over the whole call, prefill included; the median of 
 * **ours**: ``scratchllm.weights.load`` (dequantizes to float), then
   :func:`scratchllm.model.quantize.quantize_for_decoding` in each format: fp32, bf16, or int8 weight-only
   (int8 weights with a per-row scale, bf16 activations).
+* **ours, compiled** (``--compile``): the same, with each one-token step run through ``torch.compile``
+  (``generate(..., compile=True)``: a static KV cache, the step's small operations fused); the time of the
+  first call, which compiles, is printed apart and not counted.
 * **HF**: ``transformers`` loads the same GGUF (dequantized to fp32) and runs ``generate``, in fp32 and bf16
   (it has no int8 CPU path of its own, so ours in int8 is compared with its fastest, bf16).
 * **llama.cpp** (``llama-cpp-python``, the ``bench`` extra) reads the Q4_1 file directly, with the same number
@@ -19,6 +22,7 @@ run checks that ours and HF produce the same tokens in fp32 and counts agreement
 
     .venv/bin/python benchmarks/bench_llama_generation.py                   # 3 rounds, 200 tokens
     .venv/bin/python benchmarks/bench_llama_generation.py --rounds 1 --tokens 20 --formats int8
+    .venv/bin/python benchmarks/bench_llama_generation.py --compile     # adds torch.compile'd steps
 """
 
 from __future__ import annotations
@@ -59,6 +63,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timed rounds (median shown)")
     parser.add_argument("--formats", nargs="+", default=list(WEIGHT_FORMATS), choices=WEIGHT_FORMATS)
     parser.add_argument("--skip-hf", action="store_true", help="leave Hugging Face out")
+    parser.add_argument(
+        "--compile", action="store_true", help="also ours with torch.compile'd decoding steps, in every format"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -84,6 +91,12 @@ def main() -> None:
         if fmt == "fp32" and packing_available():  # the same weights, packed by oneDNN (what our CLIs use)
             model = optimize_for_decoding(copy.deepcopy(loaded.model).float(), pack=True)
             rows["ours fp32 packed"] = (fmt, "ours, packed", "fp32", weight_bytes(model), ours_fn(model, prompt))
+        if args.compile:
+            model = quantize_for_decoding(copy.deepcopy(loaded.model), fmt)
+            peer = "fp32" if fmt == "fp32" else "bf16"
+            rows[f"ours {fmt} compiled"] = (
+                fmt, "ours, compiled", peer, weight_bytes(model), ours_fn(model, prompt, compile=True)
+            )  # fmt: skip
     if not args.skip_hf:
         hf_load_s, hf_rows = hf_generators(args.model, prompt, [f for f in args.formats if f in HF_DTYPES])
         loads.append(f"HF transformers {hf_load_s:.1f} s")
@@ -99,8 +112,11 @@ def main() -> None:
     del loaded
     print(f"time to load the GGUF file: {', '.join(loads)}")
 
-    for _, _, _, _, fn in rows.values():  # warm-up: allocator, kernels, lazy initialisation
+    for name, (_, _, _, _, fn) in rows.items():  # warm-up: allocator, kernels, lazy initialisation, compiling
+        t0 = time.perf_counter()
         fn(min(n, 4))
+        if name.endswith("compiled"):
+            print(f"{name}: first call (compiles, or reuses the on-disk cache) {time.perf_counter() - t0:.1f} s")
     bandwidth = read_bandwidth()
     times, outputs = time_interleaved({name: (lambda fn=row[4]: fn(n)) for name, row in rows.items()}, args.rounds)
     rate = {name: n / statistics.median(seconds) for name, seconds in times.items()}
@@ -152,8 +168,8 @@ def weight_bytes(model: nn.Module) -> int:
     return total
 
 
-def ours_fn(model: nn.Module, prompt: torch.Tensor) -> Callable[[int], list[int]]:
-    return lambda k: generate(model, prompt, k, use_cache=True)[0]
+def ours_fn(model: nn.Module, prompt: torch.Tensor, compile: bool = False) -> Callable[[int], list[int]]:
+    return lambda k: generate(model, prompt, k, use_cache=True, compile=compile)[0]
 
 
 def hf_generators(

@@ -11,6 +11,7 @@ from scratchllm.errors import ScratchLLMError
 from scratchllm.generation import generate, generate_text, sample_next, stream
 from scratchllm.model import GPTModel
 from text_doubles import ByteTokenizer
+from tiny_models import tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -120,6 +121,45 @@ def test_empty_or_out_of_vocabulary_prompt_is_an_error() -> None:
         ScratchLLMError, match=r"prompt 0: token id 300 is outside the model's vocabulary \[0, 257\)"
     ):
         generate(spiky_model(), [[1, 300]], 3)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_static_cache_gives_the_growing_caches_logits(family: str) -> None:
+    """A static cache (fixed shapes, for compiled steps) attends over every slot with a mask; the unwritten
+    and left-padding slots must change nothing: same logits as the cache that grows, step by step."""
+    torch.manual_seed(0)
+    model = GPTModel(tiny_config(family)).eval()
+    prompts = torch.tensor([[0, 0, 0, 5, 6, 7, 8], [1, 2, 3, 4, 5, 6, 7]])
+    pad = torch.tensor([3, 0])
+    growing = model.new_kv_cache(2, max_len=20, pad=pad)
+    static = model.new_kv_cache(2, max_len=20, pad=pad, static=True)
+    with torch.inference_mode():
+        ids = prompts
+        for step in range(6):
+            expected = model(ids, kv_cache=growing, last_only=True)
+            got = model(ids, kv_cache=static, last_only=True)
+            torch.testing.assert_close(got, expected, rtol=0, atol=1e-5, msg=f"step {step}")
+            ids = expected[:, -1].argmax(-1, keepdim=True)
+    assert static.position.tolist() == [7 + 5]
+    static.reset()
+    assert static.position.tolist() == [0] and static.pad is None
+
+
+def test_compiled_steps_decode_the_same_tokens() -> None:
+    """torch.compile'd one-token steps (static cache) against eager decoding: a left-padded batch that runs
+    past the context (the window then slides, which refills eagerly), for a grouped-query Llama."""
+    torch.manual_seed(0)
+    model = GPTModel(tiny_config("llama", vocab_size=257)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, 0.3)  # spiky, as spiky_model: greedy choices are not decided by float noise
+    prompts = [[7], [1, 2, 3, 4, 5, 6, 7, 8, 9], [200, 100, 50, 25]]
+    eager = generate(model, prompts, 70)  # context_length 64
+    assert generate(model, prompts, 70, compile=True) == eager
+    assert len(set(eager[1])) > 5
+    with pytest.raises(ScratchLLMError, match="need the KV cache"):
+        generate(model, prompts, 3, compile=True, use_cache=False)
 
 
 class ScriptedModel(nn.Module):

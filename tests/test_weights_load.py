@@ -220,3 +220,14 @@ def test_every_model_path_is_a_tokenizer_path(llama: GPTModel, transformers, tmp
         monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(TEXT.encode()), encoding="utf-8"))
         assert main(["tokenizer", "encode", "--tokenizer", str(path)]) == 0
         assert capsys.readouterr().out == " ".join(map(str, expected)) + "\n"
+
+
+def test_generate_compile_prints_what_eager_decoding_prints(llama: GPTModel, tmp_path: Path, capsys) -> None:
+    run = save_checkpoint(llama, tmp_path / "ckpt")
+    argv = ["generate", "--model", str(run), "--prompt", "Once upon a time", "--max-new-tokens", "12"]
+    assert main(argv) == 0
+    eager = capsys.readouterr().out
+    assert main([*argv, "--compile"]) == 0
+    assert capsys.readouterr().out == eager and eager.startswith("Once upon a time there")
+    assert main([*argv, "--compile", "--no-cache"]) == 2
+    assert "--compile needs the KV cache" in capsys.readouterr().err

@@ -18,6 +18,15 @@ the cache is full, every step re-fills it from the last ``context_length`` token
 tokens shift, so old keys cannot be reused). Cached and uncached decoding therefore give the same tokens even
 past the context; only the speed advantage ends there.
 
+**Compiled steps.** With ``compile=True`` each one-token step runs through ``torch.compile``: the step's
+dozens of small operations per layer (norms, rotations, residual adds) are fused into a few generated kernels,
+which is where eager decoding of a small model spends much of its time. The cache is then a
+:class:`~scratchllm.model.StaticKVCache` (every step attends over the same number of slots, the empty ones
+masked), so one graph serves every step and every
+later call with the same batch size and cache size; cache sizes are rounded up to a power of two (at least 256)
+for that reason. The prompt (prefill) still runs eagerly: its length varies from call to call. The first call
+compiles for a while (a C++ compiler is needed on CPU); later ones, also in new processes, reuse the result.
+
 **Batches of different lengths** are left-padded; the model is told each row's padding (``pad``), masks those
 slots and starts each row's positions at its first real token, so every row decodes as if it were alone.
 """
@@ -111,13 +120,17 @@ def iter_tokens(
     use_cache: bool = True,
     seed: int | None = None,
     strict_context: bool = False,
+    compile: bool = False,
 ) -> Iterator[Tensor]:
     """Yield the next token of every row (``[B]`` tensor) ``max_new_tokens`` times. The decoding loop itself.
 
     ``rows`` are the prompts as :func:`generate` and :func:`stream` pass them (non-empty lists of ids).
     Prompts longer than ``context_length`` keep their last ``context_length`` tokens (or raise with
-    ``strict_context``). The model is put in eval mode while decoding and restored afterwards.
+    ``strict_context``). ``compile`` runs the one-token steps through ``torch.compile`` (needs ``use_cache``;
+    see the module's docstring). The model is put in eval mode while decoding and restored afterwards.
     """
+    if compile and not use_cache:
+        raise ScratchLLMError("compiled decoding steps need the KV cache (use_cache=True)")
     check_sampling(temperature, top_k, top_p)
     ctx = model.config.context_length
     vocab = model.config.vocab_size
@@ -141,11 +154,18 @@ def iter_tokens(
     generator = None
     if seed is not None:
         generator = torch.Generator(device=device).manual_seed(seed)
-    cache = model.new_kv_cache(B, max_len=longest + max_new_tokens) if use_cache else None
+    cache, step = None, model
+    if use_cache:
+        max_len = longest + max_new_tokens
+        if compile:  # one graph per cache size: round up so that calls of similar lengths share it
+            max_len = max(256, 1 << (max_len - 1).bit_length())
+            step = torch.compile(model, fullgraph=True, dynamic=False)
+        cache = model.new_kv_cache(B, max_len=max_len, static=compile)
     was_training = model.training
     model.eval()
     try:
         n = longest  # tokens[:, :n] are known
+        cached = 0  # tokens the cache holds
         for _ in range(max_new_tokens):
             with torch.inference_mode():
                 start = max(0, n - ctx)
@@ -153,11 +173,13 @@ def iter_tokens(
                 window_pad = window_pad if bool((window_pad > 0).any()) else None
                 if cache is None:
                     logits = model(tokens[:, start:n], pad=window_pad, last_only=True)
-                elif cache.length == n - 1 and n <= cache.max_len:
-                    logits = model(tokens[:, n - 1 : n], kv_cache=cache, last_only=True)  # one new token
+                elif cached == n - 1 and n <= cache.max_len:
+                    logits = step(tokens[:, n - 1 : n], kv_cache=cache, last_only=True)  # one new token
+                    cached = n
                 else:  # prefill, or the window slid past the context: refill from the last ctx tokens
                     cache.reset(pad=window_pad)
                     logits = model(tokens[:, start:n], kv_cache=cache, last_only=True)
+                    cached = n - start
                 next_ids = sample_next(logits[:, -1], temperature, top_k, top_p, generator)
                 tokens[:, n] = next_ids
             n += 1
@@ -179,6 +201,7 @@ def generate(
     use_cache: bool = True,
     seed: int | None = None,
     strict_context: bool = False,
+    compile: bool = False,
 ) -> list[list[int]]:
     """Continue each prompt; return only the new token ids, one list per prompt.
 
@@ -186,7 +209,7 @@ def generate(
     ``stop_strings`` (needs ``tokenizer``; the token that completed the stop string is the last one kept, so
     decode and cut at the string, as :func:`generate_text` does). Decoding ends when every row has stopped or
     after ``max_new_tokens``. ``seed`` makes sampling reproducible (the cached and uncached paths draw the same
-    tokens for the same seed).
+    tokens for the same seed). ``compile`` compiles the one-token steps (see the module's docstring).
     """
     if stop_strings and tokenizer is None:
         raise ScratchLLMError("generate: stop_strings need a tokenizer to decode the generated text")
@@ -195,7 +218,7 @@ def generate(
     done = [False] * len(rows)
     steps = iter_tokens(
         model, rows, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, use_cache=use_cache,
-        seed=seed, strict_context=strict_context,
+        seed=seed, strict_context=strict_context, compile=compile,
     )  # fmt: skip
     for next_ids in steps:
         for i, token in enumerate(next_ids.tolist()):
@@ -235,6 +258,7 @@ def stream(
     use_cache: bool = True,
     seed: int | None = None,
     strict_context: bool = False,
+    compile: bool = False,
 ) -> Iterator[str]:
     """Yield the continuation of ``prompt`` piece by piece as tokens are produced.
 
@@ -250,7 +274,7 @@ def stream(
     text = ""  # decoded, not yet yielded
     steps = iter_tokens(
         model, _as_rows([ids]), max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-        use_cache=use_cache, seed=seed, strict_context=strict_context,
+        use_cache=use_cache, seed=seed, strict_context=strict_context, compile=compile,
     )  # fmt: skip
     try:
         for next_ids in steps:

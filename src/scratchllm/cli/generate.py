@@ -21,6 +21,7 @@ def generate(
     seed: int | None = None,
     stream: bool = False,
     cache: bool = True,
+    compile: bool = False,
     strict_context: bool = False,
     echo: bool | None = None,
     device: str = "auto",
@@ -40,6 +41,8 @@ def generate(
         seed: random seed, for reproducible sampling.
         stream: print text as it is generated.
         cache: use the KV cache (--no-cache recomputes the whole sequence every step; same output, slower).
+        compile: compile each decoding step with torch.compile (fuses a step's many small operations; the first
+            run compiles for a minute or so, later ones reuse it). Needs the cache and, on CPU, a C++ compiler.
         strict_context: fail, instead of keeping only the last context_length tokens, when the prompt is too long.
         echo: print the prompt (with --chat: the whole templated prompt) before the continuation; default: yes without --chat, no with it.
         device: cpu, cuda, cuda:N, mps, or auto (cuda when available, then mps, then cpu).
@@ -49,6 +52,8 @@ def generate(
     check_sampling(temperature, top_k, top_p)
     if max_new_tokens < 1:
         raise ScratchLLMError(f"--max-new-tokens must be >= 1, got {max_new_tokens}")
+    if compile and not cache:
+        raise ScratchLLMError("--compile needs the KV cache; drop --no-cache")
     if system is not None and not chat:
         raise ScratchLLMError("--system needs --chat (a system message only exists in a chat template)")
 
@@ -60,7 +65,8 @@ def generate(
 
     where = resolve_device(device, option="--device")
     loaded = load(model, device=where, tokenizer=tokenizer)
-    net, tok = optimize_for_decoding(loaded.model, pack=True), loaded.tokenizer
+    # oneDNN-packed weights are opaque to torch.compile: the compiled step reads the plain layouts.
+    net, tok = optimize_for_decoding(loaded.model, pack=not compile), loaded.tokenizer
     if chat:
         messages = [{"role": "system", "content": system}] if system is not None else []
         text = tokenizer_chat(tok, [*messages, {"role": "user", "content": prompt}], template=loaded.chat_template)
@@ -84,6 +90,7 @@ def generate(
         top_p=top_p,
         use_cache=cache,
         seed=seed,
+        compile=compile,
     )
     if echo if echo is not None else not chat:
         print(text if chat else prompt, end="", flush=stream)

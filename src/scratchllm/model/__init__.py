@@ -10,6 +10,7 @@ from scratchllm.model.attention import (
     Packing,
     SelfAttention,
     SimplifiedSelfAttention,
+    StaticKVCache,
     simplified_self_attention,
 )
 from scratchllm.model.decoding_layout import optimize_for_decoding, set_weight_layout, weight_layout
@@ -41,6 +42,7 @@ __all__ = [
     "RotaryEmbedding",
     "SelfAttention",
     "SimplifiedSelfAttention",
+    "StaticKVCache",
     "SwiGLU",
     "TransformerBlock",
     "apply_rope",

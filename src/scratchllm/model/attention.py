@@ -162,6 +162,8 @@ class KVCache:
         self.pad = pad.to(device) if pad is not None and bool((pad > 0).any()) else None
         self.lengths: Tensor | None = None
 
+    static = False  # see StaticKVCache
+
     def reset(self, pad: Tensor | None = None) -> None:
         """Forget every position (the buffers are reused, not reallocated)."""
         self.length = 0
@@ -210,6 +212,66 @@ class KVCache:
         keys = torch.arange(end, device=k.device)
         mask = keys[None, None, :] <= positions[:, :, None]  # [B, T, end]
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end], mask[:, None]
+
+
+class StaticKVCache:
+    """A KV cache whose shapes never change, for decoding steps compiled with ``torch.compile``.
+
+    A :class:`KVCache` returns the keys filled so far, a tensor that grows by one position per step, and
+    tracks its fill in a Python int: a compiled graph would be rebuilt (or made shape-generic and slower) at
+    every step. Here every call attends over all ``max_len`` slots, the unwritten ones masked, and the fill
+    is a tensor (``position``, the same for every row: a batch's prompts are left-padded to one length), so
+    one graph serves every step. Each layer has its own key and value tensors, and a step writes its slot
+    with ``index_copy_``: the compiler then updates the cache in place instead of copying it every step.
+    Masked slots cost a little attention work and nothing else.
+
+    The interface the model uses is :class:`KVCache`'s: ``write``, ``advance``, ``reset``, ``max_len``,
+    ``pad``, ``lengths`` (always None), plus ``static`` and ``position``.
+    """
+
+    static = True
+
+    def __init__(
+        self,
+        n_layers: int,
+        batch_size: int,
+        n_heads: int,
+        max_len: int,
+        head_dim: int,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        pad: Tensor | None = None,
+    ) -> None:
+        shape = (batch_size, n_heads, max_len, head_dim)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layers)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layers)]
+        self.max_len = max_len
+        self.position = torch.zeros(1, dtype=torch.long, device=device)  # slots filled, in every row
+        self.lengths = None
+        self.pad: Tensor | None = None
+        self.reset(pad)
+
+    def reset(self, pad: Tensor | None = None) -> None:
+        """Forget every position (the buffers are reused, not reallocated)."""
+        self.position.zero_()
+        self.pad = pad.to(self.position.device) if pad is not None and bool((pad > 0).any()) else None
+
+    def advance(self, n: int) -> None:
+        """Record that a forward pass wrote ``n`` more positions (of every row)."""
+        self.position += n
+
+    def write(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Store this call's keys/values ``[B, n_kv_heads, T, head_dim]`` at slots ``position + [0, T)`` of
+        ``layer``; return the layer's whole keys and values and the mask ``[B or 1, 1, T, max_len]``."""
+        slots = self.position + torch.arange(k.shape[2], device=k.device)  # [T]
+        self.k[layer].index_copy_(2, slots, k)
+        self.v[layer].index_copy_(2, slots, v)
+        keys = torch.arange(self.max_len, device=k.device)
+        mask = (keys[None, :] <= slots[:, None])[None]  # [1, T, max_len]: causal, nothing unwritten
+        if self.pad is not None:  # as attention_mask: a real query never sees a padding key
+            pad = self.pad[:, None, None]
+            mask = mask & ((keys >= pad) | (slots[:, None] < pad))  # [B, T, max_len]
+        return self.k[layer], self.v[layer], mask[:, None]
 
 
 class Packing:
@@ -326,7 +388,7 @@ class MultiHeadAttention(nn.Module):
     def forward(
         self,
         x: Tensor,
-        kv_cache: KVCache | None = None,
+        kv_cache: KVCache | StaticKVCache | None = None,
         layer: int = 0,
         pad: Tensor | None = None,
         rope: tuple[Tensor, Tensor] | None = None,

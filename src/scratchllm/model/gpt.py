@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from scratchllm.config import ModelConfig
-from scratchllm.model.attention import KVCache, MultiHeadAttention, Packing
+from scratchllm.model.attention import KVCache, MultiHeadAttention, Packing, StaticKVCache
 from scratchllm.model.norms import LayerNorm, RMSNorm, make_norm
 from scratchllm.model.rope import RotaryEmbedding
 
@@ -115,7 +115,7 @@ class TransformerBlock(nn.Module):
         self.drop = nn.Dropout(cfg.drop_rate)
 
     def forward(
-        self, x: Tensor, kv_cache: KVCache | None, layer: int, pad: Tensor | None,
+        self, x: Tensor, kv_cache: KVCache | StaticKVCache | None, layer: int, pad: Tensor | None,
         rope: tuple[Tensor, Tensor] | None, packing: Packing | None = None,
     ) -> Tensor:  # fmt: skip
         """One pre-norm block; the model passes every argument (see :meth:`MultiHeadAttention.forward`)."""
@@ -175,7 +175,7 @@ class GPTModel(nn.Module):
     def forward(
         self,
         idx: Tensor,
-        kv_cache: KVCache | None = None,
+        kv_cache: KVCache | StaticKVCache | None = None,
         pad: Tensor | None = None,
         last_only: bool = False,
         logits_at: Tensor | None = None,
@@ -200,7 +200,12 @@ class GPTModel(nn.Module):
                 token only with ``last_only``: ``[1, B, V]``). Per-token layers skip the padding.
         """
         B, T = (packing.batch, packing.width) if packing is not None else idx.shape
-        if kv_cache is not None and kv_cache.lengths is not None:  # a pool of sequences, each at its own length
+        if kv_cache is not None and kv_cache.static:  # shapes fixed for compiling: the fill is a tensor
+            positions = kv_cache.position + torch.arange(T, device=idx.device)  # [T]
+            end, pad = kv_cache.max_len, kv_cache.pad
+            if pad is not None:
+                positions = (positions[None, :] - pad[:, None]).clamp_(min=0)  # [B, T]
+        elif kv_cache is not None and kv_cache.lengths is not None:  # a pool of sequences, each at its own length
             positions = kv_cache.lengths[:, None] + torch.arange(T, device=idx.device)  # [B, T]
             end = int(kv_cache.lengths.max()) + T
         else:
@@ -242,11 +247,13 @@ class GPTModel(nn.Module):
         max_len: int | None = None,
         pad: Tensor | None = None,
         dtype: torch.dtype | None = None,
-    ) -> KVCache:
-        """A cache sized for this model (``max_len`` defaults to ``context_length``), on its device and dtype."""
+        static: bool = False,
+    ) -> KVCache | StaticKVCache:
+        """A cache sized for this model (``max_len`` defaults to ``context_length``), on its device and dtype;
+        a :class:`~scratchllm.model.attention.StaticKVCache` with ``static`` (for compiled decoding steps)."""
         weight = self.tok_emb.weight
         cfg = self.config
-        return KVCache(
+        return (StaticKVCache if static else KVCache)(
             cfg.n_layers,
             batch_size,
             cfg.n_kv_heads,  # grouped-query attention caches only the key/value heads
