@@ -22,10 +22,10 @@ past the context; only the speed advantage ends there.
 dozens of small operations per layer (norms, rotations, residual adds) are fused into a few generated kernels,
 which is where eager decoding of a small model spends much of its time. The cache is then a
 :class:`~scratchllm.model.StaticKVCache` (every step attends over the same number of slots, the empty ones
-masked), so one graph serves every step and every
-later call with the same batch size and cache size; cache sizes are rounded up to a power of two (at least 256)
-for that reason. The prompt (prefill) still runs eagerly: its length varies from call to call. The first call
-compiles for a while (a C++ compiler is needed on CPU); later ones, also in new processes, reuse the result.
+masked), so one graph serves every step and every later call with the same batch size and cache size; cache
+sizes are rounded up to a power of two (at least 256) for that reason. The prompt (prefill) still runs eagerly:
+its length varies from call to call. The first call compiles for a while (a C++ compiler is needed on CPU);
+later ones, also in new processes, reuse the result.
 
 **Batches of different lengths** are left-padded; the model is told each row's padding (``pad``), masks those
 slots and starts each row's positions at its first real token, so every row decodes as if it were alone.
