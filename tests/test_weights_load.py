@@ -231,3 +231,21 @@ def test_generate_compile_prints_what_eager_decoding_prints(llama: GPTModel, tmp
     assert capsys.readouterr().out == eager and eager.startswith("Once upon a time there")
     assert main([*argv, "--compile", "--no-cache"]) == 2
     assert "--compile needs the KV cache" in capsys.readouterr().err
+
+
+def test_generate_in_each_weight_format(llama: GPTModel, tmp_path: Path, capsys, monkeypatch) -> None:
+    from scratchllm.model import quantize
+
+    run = save_checkpoint(llama, tmp_path / "ckpt")
+    argv = ["generate", "--model", str(run), "--prompt", "Once upon a time", "--max-new-tokens", "8"]
+    formats = []
+    real = quantize.quantize_for_decoding
+    monkeypatch.setattr(quantize, "quantize_for_decoding", lambda m, f: formats.append(f) or real(m, f))
+    texts = {}
+    for weights in ("fp32", "bf16", "int8"):
+        assert main([*argv, "--weights", weights]) == 0
+        texts[weights] = capsys.readouterr().out
+    assert formats == ["bf16", "int8"]  # fp32 keeps the packed fp32 path
+    # The few greedy tokens of this sharply trained model survive 8-bit weights and bf16 activations.
+    assert texts["int8"] == texts["bf16"] == texts["fp32"] and texts["fp32"].startswith("Once upon a time there")
+    assert main([*argv, "--weights", "int4"]) == 2

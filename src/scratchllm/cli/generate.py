@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Literal
 
 from scratchllm.errors import ScratchLLMError
 
@@ -21,6 +22,7 @@ def generate(
     seed: int | None = None,
     stream: bool = False,
     cache: bool = True,
+    weights: Literal["fp32", "bf16", "int8"] | None = None,
     compile: bool = False,
     strict_context: bool = False,
     echo: bool | None = None,
@@ -41,6 +43,8 @@ def generate(
         seed: random seed, for reproducible sampling.
         stream: print text as it is generated.
         cache: use the KV cache (--no-cache recomputes the whole sequence every step; same output, slower).
+        weights: decode with the weights in fp32, bf16, or int8 (8-bit weights, one scale per row, bf16
+            activations: a quarter of fp32's bytes per token, and decoding is bound by bytes read); default: as loaded.
         compile: compile each decoding step with torch.compile (fuses a step's many small operations; the first
             run compiles for a minute or so, later ones reuse it). Needs the cache and, on CPU, a C++ compiler.
         strict_context: fail, instead of keeping only the last context_length tokens, when the prompt is too long.
@@ -59,14 +63,18 @@ def generate(
 
     from scratchllm import generation
     from scratchllm.model import optimize_for_decoding
+    from scratchllm.model.quantize import quantize_for_decoding
     from scratchllm.tokenizer.chat import tokenizer_chat
     from scratchllm.train.device import resolve_device
     from scratchllm.weights import load
 
     where = resolve_device(device, option="--device")
     loaded = load(model, device=where, tokenizer=tokenizer)
-    # oneDNN-packed weights are opaque to torch.compile: the compiled step reads the plain layouts.
-    net, tok = optimize_for_decoding(loaded.model, pack=not compile), loaded.tokenizer
+    if weights in (None, "fp32"):  # oneDNN-packed weights are opaque to torch.compile: it reads plain ones
+        net = optimize_for_decoding(loaded.model.float() if weights else loaded.model, pack=not compile)
+    else:
+        net = quantize_for_decoding(loaded.model, weights)
+    tok = loaded.tokenizer
     if chat:
         messages = [{"role": "system", "content": system}] if system is not None else []
         text = tokenizer_chat(tok, [*messages, {"role": "user", "content": prompt}], template=loaded.chat_template)
