@@ -47,6 +47,31 @@ def test_metrics_by_hand() -> None:
     assert m["per_class"]["b"]["precision"] == 2 / 3
 
 
+def test_evaluate_split_lists_each_mistake_with_its_text() -> None:
+    from scratchllm.data.batches import ExampleBatches
+    from scratchllm.data.classify import ClassExample, LabelledText, collate
+    from scratchllm.recipes.classify import evaluate_split
+
+    class FirstTokenSays(torch.nn.Module):  # predicts class 1 exactly when the first token id is odd, p = 0.88
+        def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+            odd = (ids[:, 0] % 2).float()
+            return torch.stack([1 - odd, odd], dim=-1) * 2.0
+
+    texts = ["one", "two", "three", "four", "five"]
+    ids = [[1, 5], [2], [3, 3, 3], [4, 9], [7]]
+    labels = [1, 1, 0, 0, 1]  # "two" (even: predicted 0) and "three" (odd: predicted 1) are wrong
+    records = [LabelledText(t, "ab"[y], f"d.tsv:{i + 2}") for i, (t, y) in enumerate(zip(texts, labels))]
+    reader = ExampleBatches([ClassExample(i, y) for i, y in zip(ids, labels)], 2, collate, shuffle=False)
+    metrics = evaluate_split(FirstTokenSays(), reader, ["a", "b"], torch.device("cpu"), "fp32", records)
+    assert metrics["accuracy"] == 0.6 and metrics["confusion"] == [[1, 1], [1, 2]]
+    p = round(torch.tensor([2.0, 0.0]).softmax(-1)[0].item(), 4)
+    assert metrics["mistakes"] == [
+        {"where": "d.tsv:3", "text": "two", "label": "b", "predicted": "a", "probability": p},
+        {"where": "d.tsv:4", "text": "three", "label": "a", "predicted": "b", "probability": p},
+    ]
+    assert "mistakes" not in evaluate_split(FirstTokenSays(), reader, ["a", "b"], torch.device("cpu"), "fp32")
+
+
 @pytest.mark.parametrize("trains", ["lora", "last"])
 def test_finetune_classify_trains_reports_saves_and_predicts(ckpt, tmp_path, capsys, trains) -> None:
     data = _write_data(tmp_path / "d.tsv")
@@ -58,6 +83,12 @@ def test_finetune_classify_trains_reports_saves_and_predicts(ckpt, tmp_path, cap
     assert summary["test_accuracy"] >= 0.9, captured.err
     report = json.loads((out / "metrics.json").read_text())
     assert report["splits"]["test"]["examples"] == 8 and len(report["history"]) == 3  # 40 balanced -> 28/4/8
+    for split in ("val", "test"):  # every misclassified text is listed, with what it was taken for
+        metrics = report["splits"][split]
+        wrong = metrics["confusion"][0][1] + metrics["confusion"][1][0]
+        assert len(metrics["mistakes"]) == wrong
+        assert all(m["label"] != m["predicted"] and m["text"] and 0.5 <= m["probability"] <= 1 for m in metrics["mistakes"])
+    assert "mistakes" not in report["splits"]["train"]
     assert (out / "metrics.csv").is_file() and (out / "loss.png").is_file()
     files = sorted(p.name for p in (out / "classifier").iterdir())
     if trains == "lora":

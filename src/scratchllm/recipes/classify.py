@@ -100,6 +100,8 @@ def metrics_table(name: str, metrics: dict[str, Any]) -> str:
     lines.append(f"  confusion (rows: true, columns: predicted {', '.join(labels)}):")
     for label, row in zip(labels, metrics["confusion"]):
         lines.append(f"  {label:<{width}} " + " ".join(f"{v:>6}" for v in row))
+    if metrics.get("mistakes"):
+        lines.append(f"  {len(metrics['mistakes'])} misclassified texts: metrics.json, splits.{name}.mistakes")
     return "\n".join(lines)
 
 
@@ -124,10 +126,28 @@ def predict(
     return torch.cat(out)
 
 
-def evaluate_split(classifier: nn.Module, reader: ExampleBatches, labels: Sequence[str], device, precision) -> dict:
+def evaluate_split(
+    classifier: nn.Module,
+    reader: ExampleBatches,
+    labels: Sequence[str],
+    device,
+    precision,
+    records: Sequence[LabelledText] | None = None,
+) -> dict:
+    """:func:`classification_metrics` of one split; with its ``records`` (in the reader's order), also the
+    ``mistakes``: every misclassified text with its label, the prediction and the predicted probability, so
+    that a user can read what the model gets wrong (often a label one would argue with)."""
     probs = predict(classifier, reader.batches(), device, precision)
+    predicted = probs.argmax(-1).tolist()
     actual = [e.label for e in reader.examples]
-    return classification_metrics(probs.argmax(-1).tolist(), actual, labels)
+    metrics = classification_metrics(predicted, actual, labels)
+    if records is not None:
+        metrics["mistakes"] = [
+            {"where": r.where, "text": r.text, "label": labels[a], "predicted": labels[p],
+             "probability": round(float(probs[i, p]), 4)}
+            for i, (r, a, p) in enumerate(zip(records, actual, predicted, strict=True)) if a != p
+        ]  # fmt: skip
+    return metrics
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -296,7 +316,10 @@ def finetune_classify(
         )  # fmt: skip
         clf = result.model  # the best epoch's weights (whole again after FSDP2)
 
-        metrics = {name: evaluate_split(clf, reader, names, env.device, precision) for name, reader in readers.items()}
+        metrics = {
+            name: evaluate_split(clf, reader, names, env.device, precision, parts[name] if name != "train" else None)
+            for name, reader in readers.items()
+        }
         if env.is_main:
             from scratchllm.atomic import write_json_atomic
 
