@@ -159,7 +159,7 @@ class KVCache:
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.max_len = max_len
         self.length = 0
-        self.pad = pad.to(device) if pad is not None and bool((pad > 0).any()) else None
+        self.pad = left_padding(pad, device)
         self.lengths: Tensor | None = None
 
     static = False  # see StaticKVCache
@@ -167,7 +167,7 @@ class KVCache:
     def reset(self, pad: Tensor | None = None) -> None:
         """Forget every position (the buffers are reused, not reallocated)."""
         self.length = 0
-        self.pad = pad.to(self.k.device) if pad is not None and bool((pad > 0).any()) else None
+        self.pad = left_padding(pad, self.k.device)
 
     def rows(self, start: int, stop: int, lengths: Tensor | None = None) -> KVCache:
         """A cache over rows ``[start, stop)`` sharing this one's storage (what it writes lands here).
@@ -254,7 +254,7 @@ class StaticKVCache:
     def reset(self, pad: Tensor | None = None) -> None:
         """Forget every position (the buffers are reused, not reallocated)."""
         self.position.zero_()
-        self.pad = pad.to(self.position.device) if pad is not None and bool((pad > 0).any()) else None
+        self.pad = left_padding(pad, self.position.device)
 
     def advance(self, n: int) -> None:
         """Record that a forward pass wrote ``n`` more positions (of every row)."""
@@ -266,12 +266,8 @@ class StaticKVCache:
         slots = self.position + torch.arange(k.shape[2], device=k.device)  # [T]
         self.k[layer].index_copy_(2, slots, k)
         self.v[layer].index_copy_(2, slots, v)
-        keys = torch.arange(self.max_len, device=k.device)
-        mask = (keys[None, :] <= slots[:, None])[None]  # [1, T, max_len]: causal, nothing unwritten
-        if self.pad is not None:  # as attention_mask: a real query never sees a padding key
-            pad = self.pad[:, None, None]
-            mask = mask & ((keys >= pad) | (slots[:, None] < pad))  # [B, T, max_len]
-        return self.k[layer], self.v[layer], mask[:, None]
+        keys = torch.arange(self.max_len, device=k.device)  # unwritten slots are past every query: masked
+        return self.k[layer], self.v[layer], causal_mask(slots, keys, self.pad)
 
 
 class Packing:
@@ -307,22 +303,32 @@ class Packing:
         return x.reshape(self.batch * self.width, *x.shape[2:])[self.index][None]
 
 
-def attention_mask(q_len: int, start: int, pad: Tensor | None, device: torch.device | str) -> Tensor | None:
-    """Boolean mask ``[B or 1, 1, q_len, start + q_len]`` (True = may attend), or None when plain causal will do.
+def left_padding(pad: Tensor | None, device: torch.device | str) -> Tensor | None:
+    """``pad`` (left-padding slots per row) on ``device``, or None when no row has any (no mask needed)."""
+    return pad.to(device) if pad is not None and bool((pad > 0).any()) else None
 
-    Query ``i`` sits at slot ``start + i`` and sees keys ``<= start + i``; with left padding, a real query never
-    sees a padding key (a padding query sees everything causal, so no softmax row is empty; its output is unused).
+
+def causal_mask(q_pos: Tensor, k_pos: Tensor, pad: Tensor | None) -> Tensor:
+    """Boolean mask ``[B or 1, 1, q, k]`` (True = may attend) for queries at slots ``q_pos`` and keys at ``k_pos``.
+
+    A query sees keys at or before its own slot; with left padding, a real query never sees a padding key (a
+    padding query sees everything causal, so no softmax row is empty; its output is unused).
     """
-    if pad is None and (q_len == 1 or start == 0):
-        return None  # q_len == 1: the single query sees the whole cache; start == 0: is_causal does it
-    q_pos = torch.arange(start, start + q_len, device=device)
-    k_pos = torch.arange(start + q_len, device=device)
     mask = k_pos[None, :] <= q_pos[:, None]  # [q, k]
     if pad is None:
         return mask[None, None]
     key_real = k_pos[None, :] >= pad[:, None]  # [B, k]
     query_pad = q_pos[None, :] < pad[:, None]  # [B, q]
     return (mask[None] & (key_real[:, None, :] | query_pad[:, :, None]))[:, None]
+
+
+def attention_mask(q_len: int, start: int, pad: Tensor | None, device: torch.device | str) -> Tensor | None:
+    """:func:`causal_mask` for queries at slots ``start + [0, q_len)`` over keys ``[0, start + q_len)``, or None
+    when plain causal attention will do."""
+    if pad is None and (q_len == 1 or start == 0):
+        return None  # q_len == 1: the single query sees the whole cache; start == 0: is_causal does it
+    q_pos = torch.arange(start, start + q_len, device=device)
+    return causal_mask(q_pos, torch.arange(start + q_len, device=device), pad)
 
 
 class MultiHeadAttention(nn.Module):

@@ -200,20 +200,16 @@ class GPTModel(nn.Module):
                 token only with ``last_only``: ``[1, B, V]``). Per-token layers skip the padding.
         """
         B, T = (packing.batch, packing.width) if packing is not None else idx.shape
-        if kv_cache is not None and kv_cache.static:  # shapes fixed for compiling: the fill is a tensor
-            positions = kv_cache.position + torch.arange(T, device=idx.device)  # [T]
-            end, pad = kv_cache.max_len, kv_cache.pad
-            if pad is not None:
-                positions = (positions[None, :] - pad[:, None]).clamp_(min=0)  # [B, T]
-        elif kv_cache is not None and kv_cache.lengths is not None:  # a pool of sequences, each at its own length
+        if kv_cache is not None and kv_cache.lengths is not None:  # a pool of sequences, each at its own length
             positions = kv_cache.lengths[:, None] + torch.arange(T, device=idx.device)  # [B, T]
             end = int(kv_cache.lengths.max()) + T
         else:
-            start = kv_cache.length if kv_cache is not None else 0
-            end = start + T
-            if kv_cache is not None:
-                pad = kv_cache.pad
-            positions = torch.arange(start, end, device=idx.device)
+            start, end = 0, T
+            if kv_cache is not None and kv_cache.static:  # fill in a tensor, always max_len keys: nothing to sync
+                start, end, pad = kv_cache.position, kv_cache.max_len, kv_cache.pad
+            elif kv_cache is not None:
+                start, end, pad = kv_cache.length, kv_cache.length + T, kv_cache.pad
+            positions = start + torch.arange(T, device=idx.device)
             if pad is not None:
                 positions = (positions[None, :] - pad[:, None]).clamp_(min=0)  # [B, T]
         if packing is not None and pad is not None:
