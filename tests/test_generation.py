@@ -158,6 +158,9 @@ def test_compiled_steps_decode_the_same_tokens() -> None:
     eager = generate(model, prompts, 70)  # context_length 64
     assert generate(model, prompts, 70, compile=True) == eager
     assert len(set(eager[1])) > 5
+    # A call of another length in the same cache bucket reuses the graph: nothing recompiles.
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        assert generate(model, prompts, 20, compile=True) == generate(model, prompts, 20)
     with pytest.raises(ScratchLLMError, match="need the KV cache"):
         generate(model, prompts, 3, compile=True, use_cache=False)
 
