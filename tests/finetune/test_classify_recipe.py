@@ -157,3 +157,34 @@ def test_a_template_without_exactly_one_text_field_is_refused(ckpt, tmp_path, ca
     assert main(_args(ckpt, _write_data(tmp_path / "d.tsv"), out, "--template", template)) == 2
     assert "expected {text} exactly once" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_label_words_start_the_head_from_the_lm_head(ckpt, tmp_path, capsys) -> None:
+    """With --label-words the class head starts as the base model's LM-head rows of those words: trained at a
+    learning rate too small to move it, the saved head still is those rows."""
+    from scratchllm.weights import load
+
+    data = _write_data(tmp_path / "d.tsv", n=24)
+    out = tmp_path / "run"
+    tiny_lr = ["--train.lr", "1e-12", "--train.min-lr", "1e-12"]
+    args = _args(ckpt, data, out, "--epochs", "1", "--trains", "last", "--label-words", '["b", "g"]', *tiny_lr)
+    assert main(args) == 0
+    capsys.readouterr()
+    clf, _, info = load_classifier(out)
+    assert info["label_words"] == ["b", "g"] and info["labels"] == ["neg", "pos"]
+    base = load(ckpt)
+    rows = [base.tokenizer.encode(w)[0] for w in ("b", "g")]
+    expected = base.model.lm_head.weight[rows]
+    torch.testing.assert_close(clf.head.weight, expected, rtol=0, atol=1e-6)
+    assert clf.head.bias.abs().max() < 1e-6
+
+
+@pytest.mark.parametrize(
+    "words, message",
+    [('["g"]', "one word per label"), ('["b", " good day"]', "expected exactly one")],
+)
+def test_label_words_that_do_not_fit_are_refused(ckpt, tmp_path, capsys, words: str, message: str) -> None:
+    out = tmp_path / "run"
+    assert main(_args(ckpt, _write_data(tmp_path / "d.tsv"), out, "--label-words", words)) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()

@@ -39,3 +39,20 @@ def test_trainable_parts() -> None:
     assert clf.model.lm_head.weight.data_ptr() != clf.model.tok_emb.weight.data_ptr()  # untied
     with pytest.raises(ScratchLLMError, match="last_blocks: between 1 and 2"):
         clf.trainable_parts("last", last_blocks=3)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_a_head_started_from_label_tokens_gives_the_language_models_logits(family: str) -> None:
+    """Started from the LM head's rows of tokens 5 and 9, the untrained classifier's logits are the language
+    model's logits for those two tokens (at the last real token of each row)."""
+    model = tiny_model(family)
+    ids, lengths, _ = collate([ClassExample([3, 4, 5, 6, 7], 0), ClassExample([8, 9], 1)], 0)
+    with torch.no_grad():
+        lm = model(ids)[torch.arange(2), lengths - 1][:, [5, 9]]
+        clf = SequenceClassifier(model, num_classes=2, head_tokens=[5, 9]).eval()
+        torch.testing.assert_close(clf(ids, lengths), lm, rtol=0, atol=1e-6)
+    assert clf.head.weight.data_ptr() != clf.model.tok_emb.weight.data_ptr()  # a copy: the embedding stays
+    with pytest.raises(ScratchLLMError, match="one token per class"):
+        SequenceClassifier(tiny_model(family), num_classes=2, head_tokens=[5])
+    with pytest.raises(ScratchLLMError, match="outside the vocabulary"):
+        SequenceClassifier(tiny_model(family), num_classes=2, head_tokens=[5, 96])

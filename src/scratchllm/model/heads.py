@@ -8,10 +8,17 @@ seen the whole text, so by default the prediction is read there. With right padd
 the real positions instead (the head is linear, so averaging its outputs equals applying it to the average).
 Because padding sits after the real tokens and attention is causal, the real positions never see it: the
 same text gets the same probabilities however long the batch it is padded into.
+
+The new head starts random unless it is given one vocabulary token per class (``head_tokens``): then its rows
+start as the LM head's rows of those tokens. With a template that asks the question (``"...Is this message
+spam? Answer:"``) and the words ``" no"``/``" yes"``, the untrained classifier already gives the language
+model's own answer (softmax over the two words' logits), and finetuning starts from that judgement rather than
+from noise (the "verbalizer" of prompt-based finetuning; Schick & Schütze, 2021; Gao et al., 2021).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -31,16 +38,30 @@ class SequenceClassifier(nn.Module):
         model: the pretrained decoder (its ``lm_head`` is replaced; a tied head stops being tied).
         num_classes: number of labels.
         pooling: ``"last"`` (the last real token) or ``"mean"`` (over the real tokens).
+        head_tokens: one token id per class: the head starts as the LM head's rows of these tokens (zero bias).
     """
 
-    def __init__(self, model: GPTModel, num_classes: int, pooling: Pooling = "last") -> None:
+    def __init__(
+        self, model: GPTModel, num_classes: int, pooling: Pooling = "last", head_tokens: Sequence[int] | None = None
+    ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
             raise ScratchLLMError(f"pooling: one of {', '.join(POOLINGS)}, got {pooling!r}")
         if num_classes < 2:
             raise ScratchLLMError(f"a classifier needs at least 2 classes, got {num_classes}")
         weight = model.tok_emb.weight
-        model.lm_head = nn.Linear(model.config.emb_dim, num_classes, device=weight.device, dtype=weight.dtype)
+        head = nn.Linear(model.config.emb_dim, num_classes, device=weight.device, dtype=weight.dtype)
+        if head_tokens is not None:
+            if len(head_tokens) != num_classes:
+                raise ScratchLLMError(f"head_tokens: one token per class ({num_classes}), got {len(head_tokens)}")
+            vocab = model.lm_head.weight.shape[0]
+            bad = [t for t in head_tokens if not 0 <= t < vocab]
+            if bad:
+                raise ScratchLLMError(f"head_tokens: {bad[0]} is outside the vocabulary [0, {vocab})")
+            with torch.no_grad():
+                head.weight.copy_(model.lm_head.weight[list(head_tokens)])
+                head.bias.zero_()
+        model.lm_head = head
         self.model = model
         self.num_classes = num_classes
         self.pooling = pooling

@@ -207,6 +207,7 @@ def finetune_classify(
     test_data: Path | None = None,
     max_length: int | None = None,
     template: str | None = None,
+    label_words: list[str] | None = None,
     pooling: Pooling = "last",
     trains: Trains = "lora",
     last_blocks: int = 1,
@@ -238,6 +239,9 @@ def finetune_classify(
         max_length: tokens kept per text (default: the model's context length); longer texts are cut.
         template: put every text into this string at {text} (training, evaluation and scratchllm classify),
             e.g. "Message: {text}\nIs this message spam?" to ask an instruction-tuned model the question.
+        label_words: one word per label, in label order (e.g. " no" " yes" for ham, spam; each one token of
+            the model's tokenizer): the class head starts as the LM head's rows of these words, so with a
+            template that asks the question the classifier starts from the model's own answer.
         pooling: predict from the last real token or the mean over the tokens.
         trains: what trains: all weights, the last blocks + final norm + head, or LoRA adapters + head.
         last_blocks: with trains=last, how many of the last blocks train.
@@ -274,8 +278,9 @@ def finetune_classify(
             if cut:
                 say(f"{name}: {cut} of {len(part)} texts longer than {max_length} tokens were cut")
 
+        head_tokens = None if label_words is None else label_word_tokens(label_words, names, loaded.tokenizer)
         torch.manual_seed(train.seed)
-        clf = SequenceClassifier(backbone, len(names), pooling).to(env.device)
+        clf = SequenceClassifier(backbone, len(names), pooling, head_tokens).to(env.device)
         def freeze() -> None:  # LoRA: the adapters come on top of a trainable head
             clf.trainable_parts("head" if trains == "lora" else trains, last_blocks)
 
@@ -292,7 +297,7 @@ def finetune_classify(
         eval_sets = {"train": ExampleBatches(encoded["train"], bs, collate, seed=train.seed + 1), "val": readers["val"]}
         info = {
             "format": CLASSIFIER_FORMAT, "labels": names, "pooling": pooling, "max_length": max_length,
-            "template": template, "pad_id": pad_id, "trains": trains, "base_model": str(Path(model).resolve()),
+            "template": template, "label_words": label_words, "pad_id": pad_id, "trains": trains, "base_model": str(Path(model).resolve()),
             "from_scratch": from_scratch,
             "model": backbone.config.to_dict(), "lora": lora_config.to_dict() if lora_config else None,
         }  # fmt: skip
@@ -337,6 +342,24 @@ def finetune_classify(
             "wall_seconds": round(time.perf_counter() - started, 1),
             "resumed_from": result.resumed_from,
         }
+
+
+def label_word_tokens(words: Sequence[str], labels: Sequence[str], tokenizer: Any) -> list[int]:
+    """The one token id of each label word (``label_words``, in the order of ``labels``)."""
+    if len(words) != len(labels):
+        raise ScratchLLMError(
+            f"label_words: one word per label ({', '.join(labels)}), got {len(words)}: {list(words)}"
+        )
+    ids = []
+    for label, word in zip(labels, words):
+        encoded = tokenizer.encode(word, disallowed_special=())
+        if len(encoded) != 1:
+            raise ScratchLLMError(
+                f"label_words: {word!r} (for label {label!r}) is {len(encoded)} tokens of the model's tokenizer; "
+                "expected exactly one (a leading space often makes a word one token: ' yes')"
+            )
+        ids.append(encoded[0])
+    return ids
 
 
 # ---------------------------------------------------------------------------------------------- saving
