@@ -45,8 +45,9 @@ def generate(
         cache: use the KV cache (--no-cache recomputes the whole sequence every step; same output, slower).
         weights: decode with the weights in fp32, bf16, or int8 (8-bit weights, one scale per row, bf16
             activations: a quarter of fp32's bytes per token, and decoding is bound by bytes read); default: as loaded.
-        compile: compile each decoding step with torch.compile (fuses a step's many small operations; the first
-            run compiles for a minute or so, later ones reuse it). Needs the cache and, on CPU, a C++ compiler.
+        compile: compile each decoding step with torch.compile (fuses a step's many small operations and, on
+            CPU, times matrix kernels to keep the fastest; the first run compiles for a minute or two, later ones
+            reuse it). Needs the cache and, on CPU, a C++ compiler.
         strict_context: fail, instead of keeping only the last context_length tokens, when the prompt is too long.
         echo: print the prompt (with --chat: the whole templated prompt) before the continuation; default: yes without --chat, no with it.
         device: cpu, cuda, cuda:N, mps, or auto (cuda when available, then mps, then cpu).
