@@ -9,9 +9,14 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from scratchllm.errors import ScratchLLMError
+
+# How a model's weights are held for generation (scratchllm.model.quantize): float32, bfloat16, or 8-bit
+# weight-only (int8 weights with one scale per output row, bf16 activations).
+WeightFormat = Literal["fp32", "bf16", "int8"]
+WEIGHT_FORMATS: tuple[str, ...] = get_args(WeightFormat)
 
 
 @dataclass

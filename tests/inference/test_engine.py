@@ -94,6 +94,21 @@ def test_packed_weights_serve_the_same_greedy_tokens() -> None:
     assert [sink.tokens for sink in sinks] == alone
 
 
+def test_int8_weights_serve_the_same_greedy_tokens_as_generate_does() -> None:
+    """The engine decodes an int8 weight-only model (bf16 activations and cache) as ``generate`` does. One slot:
+    in bf16, rows multiplied together round differently from rows multiplied alone, and a random model's close
+    greedy choices then flip (fp32 batches are compared with single rows above)."""
+    from scratchllm.model.quantize import Int8Linear, prepare_for_decoding
+
+    model = prepare_for_decoding(spiky_model("llama"), "int8", pack=True)
+    assert isinstance(model.blocks[0].att.qkv, Int8Linear)
+    alone = [generate(model, [prompt], n)[0] for prompt, n in zip(PROMPTS, MAX_TOKENS)]
+    engine = Engine(model, ByteTokenizer(), slots=1, eos_id=-1)
+    sinks = [submit(engine, prompt, SamplingParams(max_tokens=n, temperature=0.0)) for prompt, n in zip(PROMPTS, MAX_TOKENS)]
+    run_until_idle(engine)
+    assert [sink.tokens for sink in sinks] == alone
+
+
 def test_end_of_sequence_token_finishes_with_stop_and_is_not_returned() -> None:
     model = spiky_model("gpt")
     prompt = PROMPTS[0]

@@ -85,6 +85,18 @@ def test_chat_drops_the_oldest_turns_to_fit_the_context(fake_model, monkeypatch,
                                             {"role": "assistant", "content": first}, kept[0]], 20)
 
 
+def test_chat_decodes_with_the_weights_asked_for(fake_model, monkeypatch, capsys) -> None:
+    import copy
+
+    from scratchllm.model.quantize import Int8Linear, quantize_for_decoding
+
+    model, tok, _ = fake_model
+    int8 = quantize_for_decoding(copy.deepcopy(model), "int8")
+    out = run_chat(monkeypatch, capsys, ["hello"], "--max_tokens", "10", "--weights", "int8")
+    assert isinstance(model.blocks[0].att.qkv, Int8Linear)  # the loaded model was converted
+    assert f"model> {reply(int8, tok, [{'role': 'user', 'content': 'hello'}], 10)}\n" in out
+
+
 def test_chat_refuses_a_message_that_cannot_fit(fake_model, monkeypatch, capsys) -> None:
     out = run_chat(monkeypatch, capsys, ["x" * 200, "ok"], "--max_tokens", "5", "--max_len", "100")
     assert "(error: this message does not fit" in out
@@ -110,3 +122,5 @@ def test_serve_loads_the_model_and_reads_the_key_from_the_environment(fake_model
     assert main(["serve", "--model", "m", "--host", "0.0.0.0", "--device", "cpu"]) == 0
     assert "WITHOUT an API key" in capsys.readouterr().err
     assert torch.get_num_threads() == 1
+    assert main(["serve", "--model", "m", "--device", "cpu", "--dtype", "float32", "--weights", "int8"]) == 2
+    assert "give --dtype or --weights, not both" in capsys.readouterr().err

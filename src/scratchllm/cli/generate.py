@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Literal
 
+from scratchllm.config import WeightFormat
 from scratchllm.errors import ScratchLLMError
 
 
@@ -22,7 +22,7 @@ def generate(
     seed: int | None = None,
     stream: bool = False,
     cache: bool = True,
-    weights: Literal["fp32", "bf16", "int8"] | None = None,
+    weights: WeightFormat | None = None,
     compile: bool = False,
     strict_context: bool = False,
     echo: bool | None = None,
@@ -63,18 +63,14 @@ def generate(
         raise ScratchLLMError("--system needs --chat (a system message only exists in a chat template)")
 
     from scratchllm import generation
-    from scratchllm.model import optimize_for_decoding
-    from scratchllm.model.quantize import quantize_for_decoding
+    from scratchllm.model.quantize import prepare_for_decoding
     from scratchllm.tokenizer.chat import tokenizer_chat
     from scratchllm.train.device import resolve_device
     from scratchllm.weights import load
 
     where = resolve_device(device, option="--device")
     loaded = load(model, device=where, tokenizer=tokenizer)
-    if weights in (None, "fp32"):  # oneDNN-packed weights are opaque to torch.compile: it reads plain ones
-        net = optimize_for_decoding(loaded.model.float() if weights else loaded.model, pack=not compile)
-    else:
-        net = quantize_for_decoding(loaded.model, weights)
+    net = prepare_for_decoding(loaded.model, weights, pack=not compile)  # packed weights are opaque to compile
     tok = loaded.tokenizer
     if chat:
         messages = [{"role": "system", "content": system}] if system is not None else []

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
+from scratchllm.config import WeightFormat
 from scratchllm.errors import ScratchLLMError
 
 API_KEY_ENV = "SCRATCHLLM_API_KEY"
@@ -20,18 +21,21 @@ def _engine(
     slots: int,
     max_len: int,
     max_waiting: int,
+    weight_format: str | None = None,
 ) -> tuple[Any, Any]:
     """Load ``model`` (any format :func:`scratchllm.weights.load` reads) and build an engine around it."""
+    if dtype and weight_format:
+        raise ScratchLLMError(f"give --dtype or --weights, not both (--dtype {dtype}, --weights {weight_format})")
     import torch
 
     from scratchllm import weights
     from scratchllm.inference import Engine
-    from scratchllm.model import optimize_for_decoding
+    from scratchllm.model.quantize import prepare_for_decoding
     from scratchllm.train.device import resolve_device
 
     where = resolve_device(device, option="--device")
     loaded = weights.load(model, device=where, dtype=getattr(torch, dtype) if dtype else None, tokenizer=tokenizer)
-    net = optimize_for_decoding(loaded.model, pack=True)  # oneDNN-packed fp32: faster batches
+    net = prepare_for_decoding(loaded.model, weight_format, pack=True)  # oneDNN-packed fp32: faster batches
     engine = Engine(net, loaded.tokenizer, slots=slots, max_len=max_len, max_waiting=max_waiting)
     return engine, loaded
 
@@ -51,6 +55,7 @@ def serve(
     tokenizer: Path | None = None,
     device: str = "auto",
     dtype: Literal["float32", "bfloat16", "float16"] | None = None,
+    weights: WeightFormat | None = None,
 ) -> None:
     """Serve a model over an OpenAI-compatible HTTP API (and a chat page at /), batching concurrent requests.
 
@@ -69,6 +74,8 @@ def serve(
         tokenizer: use this tokenizer instead of the model's own.
         device: cpu, cuda, cuda:N, mps, or auto.
         dtype: convert the weights to this dtype (default: as stored; GGUF files dequantize to float32).
+        weights: decode with the weights in fp32, bf16, or int8 (8-bit weights, one scale per row, bf16
+            activations: a quarter of fp32's bytes per token); instead of --dtype.
     """
     for name, value in (("--port", port), ("--slots", slots), ("--max_len", max_len), ("--max_body_bytes", max_body_bytes)):
         if value < 1:
@@ -78,7 +85,7 @@ def serve(
     from scratchllm.serve.app import ServerSettings, create_app
 
     api_key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
-    engine, loaded = _engine(model, tokenizer, device, dtype, slots, max_len, max_waiting)
+    engine, loaded = _engine(model, tokenizer, device, dtype, slots, max_len, max_waiting, weights)
     name = model_name or Path(model).name
     settings = ServerSettings(
         model_name=name,
@@ -109,6 +116,7 @@ def chat(
     max_len: int = 2048,
     tokenizer: Path | None = None,
     device: str = "auto",
+    weights: WeightFormat | None = None,
 ) -> None:
     """Chat with a model in the terminal (multi-turn, streamed; /reset, /system TEXT, /temperature X, /quit).
 
@@ -122,13 +130,14 @@ def chat(
         max_len: tokens of conversation kept (capped by the model's context length); older turns are dropped.
         tokenizer: use this tokenizer instead of the model's own.
         device: cpu, cuda, cuda:N, mps, or auto.
+        weights: decode with the weights in fp32, bf16, or int8 (default: as loaded; see serve).
     """
     from scratchllm.inference import SamplingParams
     from scratchllm.serve.chat import ChatSession, run_chat
 
     params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
     params.check()
-    engine, loaded = _engine(model, tokenizer, device, None, 1, max_len, 1)
+    engine, loaded = _engine(model, tokenizer, device, None, 1, max_len, 1, weights)
     if max_tokens >= engine.max_len:
         raise ScratchLLMError(f"--max_tokens {max_tokens} leaves no room for the conversation in {engine.max_len} tokens")
     session = ChatSession(engine.start(), loaded.tokenizer, loaded.chat_template, params, system)

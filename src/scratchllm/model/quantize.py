@@ -19,17 +19,13 @@ have no gradients), and it happens after loading, so checkpoints stay in their o
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from scratchllm.config import WEIGHT_FORMATS, WeightFormat
 from scratchllm.errors import ScratchLLMError
 from scratchllm.model.decoding_layout import optimize_for_decoding, replace_linears
-
-WeightFormat = Literal["fp32", "bf16", "int8"]
-WEIGHT_FORMATS: tuple[str, ...] = ("fp32", "bf16", "int8")
 
 
 def quantize_int8(weight: Tensor) -> tuple[Tensor, Tensor]:
@@ -83,7 +79,7 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 weight-only"
 
 
-def quantize_for_decoding(model: nn.Module, weight_format: str = "int8") -> nn.Module:
+def quantize_for_decoding(model: nn.Module, weight_format: WeightFormat = "int8") -> nn.Module:
     """Convert ``model`` in place for generation in ``weight_format``, and return it.
 
     ``"fp32"``/``"bf16"`` cast the model; ``"int8"`` casts it to bf16 (activations, norms, embedding and KV
@@ -98,3 +94,15 @@ def quantize_for_decoding(model: nn.Module, weight_format: str = "int8") -> nn.M
     if weight_format == "int8":
         replace_linears(model, Int8Linear.from_linear)
     return optimize_for_decoding(model)
+
+
+def prepare_for_decoding(model: nn.Module, weight_format: WeightFormat | None = None, *, pack: bool = False) -> nn.Module:
+    """``model`` ready for generation, in place: in ``weight_format`` (``None``: as loaded), fastest layout.
+
+    fp32 (or as loaded) keeps float weights and, with ``pack``, hands them to oneDNN (faster batches; opaque to
+    ``torch.compile``, so compiled decoding passes ``pack=False``); bf16 and int8 go through
+    :func:`quantize_for_decoding`. The one switch behind ``--weights`` of generate, chat and serve.
+    """
+    if weight_format in (None, "fp32"):
+        return optimize_for_decoding(model.float() if weight_format else model, pack=pack)
+    return quantize_for_decoding(model, weight_format)
