@@ -27,7 +27,7 @@ sizes are rounded up to a power of two (at least 256) for that reason. The promp
 its length varies from call to call. On CPU the step's matrix products are inductor's own C++ GEMM kernels,
 chosen by timing them against ATen's at compile time (``max_autotune``): a step multiplies one row by each
 weight matrix, and the generated kernels read the weights faster than the general-purpose ones (bf16 and int8
-decoding about 25-30 % faster on an AVX2 CPU). The first call compiles and times kernels for a minute or two (a
+decoding about 25-35 % faster on an AVX2 CPU). The first call compiles and times kernels for a minute or two (a
 C++ compiler is needed on CPU); later ones, also in new processes, reuse the result.
 
 **Batches of different lengths** are left-padded; the model is told each row's padding (``pad``), masks those
