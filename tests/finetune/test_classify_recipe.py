@@ -180,11 +180,15 @@ def test_label_words_start_the_head_from_the_lm_head(ckpt, tmp_path, capsys) -> 
 
 
 @pytest.mark.parametrize(
-    "words, message",
-    [('["g"]', "one word per label"), ('["b", " good day"]', "expected exactly one")],
+    "words, extra, message",
+    [
+        ('["g"]', [], "one word per label"),
+        ('["b", " good day"]', [], "expected exactly one"),
+        ('["b", "g"]', ["--from-scratch", "true"], "only carry the words' meaning in a pretrained model"),
+    ],
 )
-def test_label_words_that_do_not_fit_are_refused(ckpt, tmp_path, capsys, words: str, message: str) -> None:
+def test_label_words_that_do_not_fit_are_refused(ckpt, tmp_path, capsys, words: str, extra, message: str) -> None:
     out = tmp_path / "run"
-    assert main(_args(ckpt, _write_data(tmp_path / "d.tsv"), out, "--label-words", words)) == 2
+    assert main(_args(ckpt, _write_data(tmp_path / "d.tsv"), out, "--label-words", words, *extra)) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()

@@ -21,7 +21,7 @@ def _engine(
     slots: int,
     max_len: int,
     max_waiting: int,
-    weight_format: str | None = None,
+    weight_format: WeightFormat | None = None,
 ) -> tuple[Any, Any]:
     """Load ``model`` (any format :func:`scratchllm.weights.load` reads) and build an engine around it."""
     if dtype and weight_format:

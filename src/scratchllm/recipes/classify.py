@@ -257,6 +257,11 @@ def finetune_classify(
     from scratchllm.model.heads import SequenceClassifier
 
     check_template(template)
+    if label_words is not None and from_scratch:
+        raise ScratchLLMError(
+            "label_words: the LM head's rows only carry the words' meaning in a pretrained model; "
+            "from_scratch starts from random weights (drop one of them)"
+        )
     out_dir = Path(out_dir)
     started = time.perf_counter()
     with finetune.session(train) as (env, say, precision):
@@ -297,8 +302,8 @@ def finetune_classify(
         eval_sets = {"train": ExampleBatches(encoded["train"], bs, collate, seed=train.seed + 1), "val": readers["val"]}
         info = {
             "format": CLASSIFIER_FORMAT, "labels": names, "pooling": pooling, "max_length": max_length,
-            "template": template, "label_words": label_words, "pad_id": pad_id, "trains": trains, "base_model": str(Path(model).resolve()),
-            "from_scratch": from_scratch,
+            "template": template, "label_words": label_words, "pad_id": pad_id, "trains": trains,
+            "base_model": str(Path(model).resolve()), "from_scratch": from_scratch,
             "model": backbone.config.to_dict(), "lora": lora_config.to_dict() if lora_config else None,
         }  # fmt: skip
         run_info = {
