@@ -7,10 +7,12 @@ import pytest
 import torch
 from torch import nn
 
+from dev_deps import skip_or_fail
 from scratchllm.config import ModelConfig
 from scratchllm.errors import ScratchLLMError
 from scratchllm.generation import generate
-from scratchllm.model import GPTModel, weight_layout
+from scratchllm.model import GPTModel, quantize, weight_layout
+from scratchllm.model.matvec import MatVecLinear, matvec_available
 from scratchllm.model.quantize import Int8Linear, quantize_for_decoding, quantize_int8
 
 
@@ -79,12 +81,20 @@ def test_int8_model_logits_and_greedy_tokens_stay_close_to_fp32() -> None:
     assert cached == generate(int8, prompt, 30, use_cache=False)  # the int8 model's own cache is exact
 
 
-def test_float_formats_cast_and_lay_out_the_model() -> None:
+@pytest.mark.parametrize("kernel", [True, False])
+def test_float_formats_cast_and_lay_out_the_model(kernel: bool, monkeypatch) -> None:
+    """With the matrix-vector kernel every linear uses it (row-major weights); without it fp32 goes
+    column-major for MKL. Preparing a prepared model again works either way."""
+    if not kernel:
+        monkeypatch.setattr(quantize, "use_matvec", lambda model: model)
+    elif not matvec_available():
+        skip_or_fail("the matrix-vector kernel is unavailable here")
     model = quantize_for_decoding(tiny_llama(), "bf16")
     assert model.lm_head.weight.dtype == torch.bfloat16 and weight_layout(model.lm_head.weight) == "row"
     model = quantize_for_decoding(model, "fp32")
-    assert model.lm_head.weight.dtype == torch.float32 and weight_layout(model.lm_head.weight) == "column"
-    assert not model.training
+    assert model.lm_head.weight.dtype == torch.float32 and not model.training
+    assert weight_layout(model.lm_head.weight) == ("row" if kernel else "column")
+    assert isinstance(model.lm_head, MatVecLinear) == kernel
     with pytest.raises(ScratchLLMError, match="unknown weight format 'int4'; expected one of fp32, bf16, int8"):
         quantize_for_decoding(model, "int4")
 

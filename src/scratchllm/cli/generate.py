@@ -70,7 +70,7 @@ def generate(
 
     where = resolve_device(device, option="--device")
     loaded = load(model, device=where, tokenizer=tokenizer)
-    net = prepare_for_decoding(loaded.model, weights, pack=not compile)  # packed weights are opaque to compile
+    net = prepare_for_decoding(loaded.model, weights)  # one sequence: the matrix-vector kernel
     tok = loaded.tokenizer
     if chat:
         messages = [{"role": "system", "content": system}] if system is not None else []

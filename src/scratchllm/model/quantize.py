@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from scratchllm.config import WEIGHT_FORMATS, WeightFormat
 from scratchllm.errors import ScratchLLMError
 from scratchllm.model.decoding_layout import optimize_for_decoding, replace_linears
+from scratchllm.model.matvec import use_matvec
 
 
 def quantize_int8(weight: Tensor) -> tuple[Tensor, Tensor]:
@@ -86,23 +87,27 @@ def quantize_for_decoding(model: nn.Module, weight_format: WeightFormat = "int8"
     cache) and replaces every ``nn.Linear`` by an :class:`Int8Linear`. A tied LM head is quantized on its own:
     the embedding keeps its bf16 table (a lookup reads one row per token; the head reads all of them).
     Finishes with :func:`~scratchllm.model.decoding_layout.optimize_for_decoding` (eval mode, the fastest
-    layout of the remaining float weights).
+    layout of the remaining float weights) and, on CPU, :func:`~scratchllm.model.matvec.use_matvec` (fp32 and
+    bf16 linears through the matrix-vector kernel).
     """
     if weight_format not in WEIGHT_FORMATS:
         raise ScratchLLMError(f"unknown weight format {weight_format!r}; expected one of {', '.join(WEIGHT_FORMATS)}")
     model.to(torch.float32 if weight_format == "fp32" else torch.bfloat16)
     if weight_format == "int8":
         replace_linears(model, Int8Linear.from_linear)
-    return optimize_for_decoding(model)
+    return use_matvec(optimize_for_decoding(model))
 
 
 def prepare_for_decoding(model: nn.Module, weight_format: WeightFormat | None = None, *, pack: bool = False) -> nn.Module:
     """``model`` ready for generation, in place: in ``weight_format`` (``None``: as loaded), fastest layout.
 
-    fp32 (or as loaded) keeps float weights and, with ``pack``, hands them to oneDNN (faster batches; opaque to
-    ``torch.compile``, so compiled decoding passes ``pack=False``); bf16 and int8 go through
-    :func:`quantize_for_decoding`. The one switch behind ``--weights`` of generate, chat and serve.
+    Float weights go through the matrix-vector kernel (:mod:`scratchllm.model.matvec`; up to 8 rows at a
+    time), except fp32 with ``pack``, which hands them to oneDNN instead (faster for a server's batches of
+    more rows). bf16 and int8 go through :func:`quantize_for_decoding`. The one switch behind ``--weights``
+    of generate, chat and serve.
     """
     if weight_format in (None, "fp32"):
-        return optimize_for_decoding(model.float() if weight_format else model, pack=pack)
+        model = model.float() if weight_format else model
+        fp32 = next(model.parameters()).dtype == torch.float32
+        return optimize_for_decoding(model, pack=True) if pack and fp32 else use_matvec(optimize_for_decoding(model))
     return quantize_for_decoding(model, weight_format)

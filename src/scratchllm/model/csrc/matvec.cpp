@@ -1,0 +1,101 @@
+// Matrix-vector products for decoding on x86 CPUs with AVX2 + FMA: y[m, n] = sum_k x[m, k] * w[n, k].
+//
+// Decoding one token multiplies one activation row by every weight matrix, reading each weight once: the
+// speed is the speed of streaming the weights from memory. This kernel does only that. It walks the weight
+// matrix in its own row-major layout, eight rows at a time, with one 8-wide FMA accumulator per row, and
+// splits the rows between PyTorch's threads. With a few activation rows (a small batch) each group of eight
+// weight rows is read from memory once and then from the L1 cache for the other activation rows.
+// bf16 weights are widened to fp32 on the fly (a bf16 number is the top 16 bits of an fp32 one), and every
+// sum is accumulated in fp32.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/util/BFloat16.h>
+#include <immintrin.h>
+#include <torch/library.h>
+
+#include <cstdint>
+#include <cstring>
+
+namespace {
+
+constexpr int64_t kTile = 8;  // weight rows per pass: eight independent accumulators keep both FMA units busy
+
+inline float horizontal_sum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+
+inline __m256 load8(const c10::BFloat16* p) {
+  // Eight 16-bit values -> eight 32-bit lanes, shifted into the high half: exactly the fp32 numbers.
+  __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+inline float widen(float v) { return v; }
+inline float widen(c10::BFloat16 v) { return static_cast<float>(v); }
+
+// y[i, r..r+T) for every activation row i: T dot products of weight rows r..r+T with x[i] (fp32 [m, k]).
+template <int T, typename W>
+void dot_rows(const float* x, int64_t m, const W* w, int64_t k, int64_t n, int64_t r, float* y) {
+  const int64_t k8 = k - k % 8;
+  for (int64_t i = 0; i < m; ++i) {
+    const float* xi = x + i * k;
+    __m256 acc[T];
+    for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+    for (int64_t c = 0; c < k8; c += 8) {
+      const __m256 xv = _mm256_loadu_ps(xi + c);
+      for (int t = 0; t < T; ++t) acc[t] = _mm256_fmadd_ps(load8(w + (r + t) * k + c), xv, acc[t]);
+    }
+    for (int t = 0; t < T; ++t) {
+      float s = horizontal_sum(acc[t]);
+      for (int64_t c = k8; c < k; ++c) s += widen(w[(r + t) * k + c]) * xi[c];  // the last k % 8 columns
+      y[i * n + r + t] = s;
+    }
+  }
+}
+
+// Rows [n0, n1) of y: whole tiles of kTile weight rows, then the rest one row at a time.
+template <typename W>
+void matvec_rows(const float* x, int64_t m, const W* w, int64_t k, int64_t n, int64_t n0, int64_t n1, float* y) {
+  int64_t r = n0;
+  for (; r + kTile <= n1; r += kTile) dot_rows<kTile>(x, m, w, k, n, r, y);
+  for (; r < n1; ++r) dot_rows<1>(x, m, w, k, n, r, y);
+}
+
+at::Tensor matvec(const at::Tensor& x, const at::Tensor& weight) {
+  TORCH_CHECK(x.dim() == 2 && weight.dim() == 2, "matvec: expected x [m, k] and weight [n, k], got ", x.sizes(),
+              " and ", weight.sizes());
+  TORCH_CHECK(x.size(1) == weight.size(1), "matvec: x has ", x.size(1), " columns, weight has ", weight.size(1));
+  TORCH_CHECK(x.device().is_cpu() && weight.device().is_cpu(), "matvec: CPU tensors only");
+  TORCH_CHECK(x.scalar_type() == weight.scalar_type(), "matvec: x is ", x.scalar_type(), ", weight is ",
+              weight.scalar_type());
+  TORCH_CHECK(weight.scalar_type() == at::kFloat || weight.scalar_type() == at::kBFloat16,
+              "matvec: float32 or bfloat16 weights only, got ", weight.scalar_type());
+  const at::Tensor w = weight.contiguous();
+  const at::Tensor xf = x.to(at::kFloat).contiguous();
+  const int64_t m = xf.size(0), k = xf.size(1), n = w.size(0);
+  at::Tensor y = at::empty({m, n}, xf.options());
+  const float* xp = xf.const_data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  // Each thread takes a band of whole tiles; a grain of 8 tiles keeps tiny matrices on one thread.
+  const int64_t tiles = (n + kTile - 1) / kTile;
+  at::parallel_for(0, tiles, 8, [&](int64_t t0, int64_t t1) {
+    const int64_t n0 = t0 * kTile, n1 = std::min(n, t1 * kTile);
+    if (w.scalar_type() == at::kFloat) {
+      matvec_rows(xp, m, w.const_data_ptr<float>(), k, n, n0, n1, yp);
+    } else {
+      matvec_rows(xp, m, w.const_data_ptr<c10::BFloat16>(), k, n, n0, n1, yp);
+    }
+  });
+  return x.scalar_type() == at::kFloat ? y : y.to(x.scalar_type());
+}
+
+}  // namespace
+
+TORCH_LIBRARY(scratchllm, lib) { lib.def("matvec(Tensor x, Tensor weight) -> Tensor"); }
+
+TORCH_LIBRARY_IMPL(scratchllm, CPU, lib) { lib.impl("matvec", &matvec); }

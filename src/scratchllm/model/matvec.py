@@ -1,0 +1,145 @@
+"""A matrix-vector kernel for decoding on CPU: the same product as ``F.linear``, read at memory speed.
+
+Decoding one token with a KV cache multiplies one activation row by every weight matrix (see
+:mod:`scratchllm.model.quantize`): each weight is read once and used once, so a step can go no faster than
+the weights stream from memory. PyTorch hands a one-row fp32 product to MKL's general matrix multiply,
+which reads SmolLM2-135M's matrices at 11-19 GB/s on 2 AVX2 cores; a plain loop that streams each weight
+row into an FMA accumulator reads the same matrices at 22-30 GB/s
+(``benchmarks/bench_decode_linear.py``). That loop is ``csrc/matvec.cpp``, about a hundred lines of C++,
+compiled on first use with the compiler ``torch.compile`` uses, and registered as the PyTorch operator
+``torch.ops.scratchllm.matvec`` so that compiled decoding steps can call it too.
+
+:func:`matvec_reference` is the same product written out in PyTorch, for reading and for the tests.
+:class:`MatVecLinear` is the drop-in ``nn.Linear`` that uses the kernel for a few rows (decoding) and
+``F.linear`` for many (a prompt), sharing the linear's weight tensor (a tied LM head stays tied).
+
+Where the kernel cannot run (not x86 with AVX2, no C++ compiler) :func:`matvec_available` says why, once, on
+stderr, and decoding keeps PyTorch's own products: slower, never different.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+SOURCE = Path(__file__).with_name("csrc") / "matvec.cpp"
+MAX_ROWS = 8  # up to this many activation rows the kernel beats MKL (each weight tile is read once for all)
+DISABLE_ENV = "SCRATCHLLM_NO_MATVEC"  # set to 1 to keep PyTorch's products (for comparisons)
+_announced: list[str] = []  # the reason the kernel is off, once printed
+
+
+def matvec_reference(x: Tensor, weight: Tensor) -> Tensor:
+    """``y[m, n] = sum_k x[m, k] * weight[n, k]``: one dot product of ``x``'s row with each weight row.
+
+    Accumulated in fp32 whatever the inputs (as the kernel does) and returned in ``x``'s dtype.
+    """
+    return (x.float()[:, None, :] * weight.float()[None, :, :]).sum(-1).to(x.dtype)
+
+
+def _put_ninja_on_path() -> None:
+    """PyTorch builds extensions with ninja, which it looks up on PATH; the ``ninja`` wheel (a dependency)
+    installs it beside the interpreter, which is not on PATH when ``.venv/bin/python`` runs unactivated."""
+    if shutil.which("ninja") is None:
+        import ninja  # the pip package: its BIN_DIR holds the executable
+
+        os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+
+
+@functools.cache
+def _build() -> str | None:
+    """Compile and load the kernel once per process; ``None`` on success, else the reason it is unavailable."""
+    if os.environ.get(DISABLE_ENV, "") not in ("", "0"):
+        return f"{DISABLE_ENV} is set"
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        return f"it needs an x86 CPU with AVX2 (this one: {torch.backends.cpu.get_cpu_capability()})"
+    try:
+        from torch.utils.cpp_extension import load
+
+        _put_ninja_on_path()
+        print("scratchllm: building the matrix-vector kernel (once; about 30 s)...", file=sys.stderr, flush=True)
+        load(
+            name="scratchllm_matvec",
+            sources=[str(SOURCE)],
+            extra_cflags=["-O3", "-mavx2", "-mfma", "-fopenmp"],
+            extra_ldflags=["-fopenmp"],  # the same OpenMP runtime PyTorch's own threads use
+            is_python_module=False,  # the .so registers torch.ops.scratchllm.matvec
+        )
+    except Exception as exc:  # no compiler, missing headers, ...: fall back, loudly
+        return f"it failed to build ({type(exc).__name__}: {str(exc).strip().splitlines()[-1][:200]})"
+
+    @torch.library.register_fake("scratchllm::matvec")
+    def _(x: Tensor, weight: Tensor) -> Tensor:  # shapes for torch.compile's tracing
+        return x.new_empty(x.shape[0], weight.shape[0])
+
+    return None
+
+
+def matvec_available() -> bool:
+    """Whether ``torch.ops.scratchllm.matvec`` can run here (builds it on the first call).
+
+    The first ``False`` is explained on stderr: decoding then uses PyTorch's own matrix products.
+    """
+    reason = _build()
+    if reason is not None and not _announced:
+        _announced.append(reason)
+        print(f"scratchllm: the C++ matrix-vector kernel is off: {reason}; decoding uses PyTorch's matmul",
+              file=sys.stderr)
+    return reason is None
+
+
+
+def matvec(x: Tensor, weight: Tensor) -> Tensor:
+    """``x [m, k] @ weight[n, k].T`` with the kernel (float32 or bfloat16, both the same dtype, on CPU)."""
+    return torch.ops.scratchllm.matvec(x, weight)
+
+
+class MatVecLinear(nn.Module):
+    """An inference ``nn.Linear`` whose products of up to :data:`MAX_ROWS` rows use the matrix-vector kernel.
+
+    It holds the original linear's ``weight`` and ``bias`` parameters (not copies), row-major, so parameter
+    sharing such as a tied LM head is kept and ``state_dict`` is unchanged.
+    """
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        linear.weight.data = linear.weight.data.contiguous()  # the kernel streams row-major rows
+        self.weight = linear.weight
+        self.bias = linear.bias
+
+    def forward(self, x: Tensor) -> Tensor:
+        rows = x.reshape(-1, self.in_features)
+        if rows.shape[0] > MAX_ROWS:  # a prompt: a true matrix product, where MKL is at its best
+            return F.linear(x, self.weight, self.bias)
+        y = matvec(rows, self.weight)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.view(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, matvec kernel"
+
+
+def use_matvec(model: nn.Module) -> nn.Module:
+    """Replace every float32/bfloat16 CPU ``nn.Linear`` of ``model`` by a :class:`MatVecLinear`, in place.
+
+    Returns ``model``; nothing changes when the kernel is unavailable (announced by :func:`matvec_available`).
+    """
+    from scratchllm.model.decoding_layout import replace_linears
+
+    def suitable(m: nn.Linear) -> bool:
+        return m.weight.device.type == "cpu" and m.weight.dtype in (torch.float32, torch.bfloat16)
+
+    if any(type(m) is nn.Linear and suitable(m) for m in model.modules()) and matvec_available():
+        replace_linears(model, MatVecLinear, suitable)
+    for m in model.modules():  # a model prepared twice: a tied embedding may have turned the head column-major
+        if isinstance(m, MatVecLinear):
+            m.weight.data = m.weight.data.contiguous()
+    return model

@@ -1,0 +1,132 @@
+"""The C++ matrix-vector kernel: equal to its PyTorch reference and to ``F.linear`` for every shape (tails of
+rows and columns included), and a model that uses it decodes as before, eagerly and compiled."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dev_deps import skip_or_fail
+from scratchllm.generation import generate
+from scratchllm.model import GPTModel
+from scratchllm.model import matvec as mv
+from scratchllm.model.matvec import MAX_ROWS, MatVecLinear, matvec, matvec_reference, use_matvec
+from tiny_models import tiny_config
+
+
+@pytest.fixture(scope="module", autouse=True)
+def kernel() -> None:
+    """Every test here needs the kernel: built once; a machine that cannot build it skips (fails under CI)."""
+    if not mv.matvec_available():
+        skip_or_fail(f"the matrix-vector kernel is unavailable: {mv._build()}")
+
+
+def spiky(family: str, tie: bool) -> GPTModel:
+    """A tiny model with large weights, so greedy choices are not decided by float rounding."""
+    torch.manual_seed(3)
+    config = dataclasses.replace(tiny_config(family, vocab_size=257), tie_embeddings=tie)
+    model = GPTModel(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, 0.3)
+    return model
+
+
+def test_reference_is_the_linear_product() -> None:
+    torch.manual_seed(0)
+    x, w = torch.randn(3, 37), torch.randn(11, 37)
+    torch.testing.assert_close(matvec_reference(x, w), F.linear(x, w), rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("rows", [1, 3, MAX_ROWS])
+@pytest.mark.parametrize("shape", [(960, 576), (19, 37), (8, 8), (5, 3), (1, 20)])
+def test_float32_kernel_equals_the_reference(rows: int, shape: tuple[int, int]) -> None:
+    """Whole tiles of eight weight rows, the leftover rows, and columns past the last multiple of eight."""
+    torch.manual_seed(rows * 1000 + shape[0])
+    x, w = torch.randn(rows, shape[1]), torch.randn(*shape)
+    got = matvec(x, w)
+    assert got.shape == (rows, shape[0]) and got.dtype == torch.float32
+    # Any order of k fp32 additions is within k * 2^-24 * sum|x_i w_i| of the exact dot product.
+    exact = x.double() @ w.double().T
+    bound = shape[1] * 2.0**-24 * (x.double().abs() @ w.double().abs().T)
+    for name, y in [("kernel", got), ("reference", matvec_reference(x, w)), ("F.linear", F.linear(x, w))]:
+        assert bool(((y.double() - exact).abs() <= bound).all()), name
+    torch.testing.assert_close(got, F.linear(x, w), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("rows", [1, 4])
+def test_bfloat16_kernel_accumulates_in_float32(rows: int) -> None:
+    """bf16 in, bf16 out, fp32 sums: equal to the reference before its one rounding to bf16 (2^-8 relative)."""
+    torch.manual_seed(1)
+    x, w = torch.randn(rows, 200).bfloat16(), torch.randn(77, 200).bfloat16()
+    got = matvec(x, w)
+    assert got.dtype == torch.bfloat16
+    exact = x.float() @ w.float().T
+    torch.testing.assert_close(got.float(), exact, rtol=2**-8, atol=1e-3)
+    torch.testing.assert_close(got, matvec_reference(x, w), rtol=2**-7, atol=1e-2)
+
+
+def test_kernel_refuses_what_it_cannot_compute() -> None:
+    with pytest.raises(RuntimeError, match="x has 5 columns, weight has 6"):
+        matvec(torch.randn(1, 5), torch.randn(3, 6))
+    with pytest.raises(RuntimeError, match="x is Float, weight is BFloat16"):
+        matvec(torch.randn(1, 6), torch.randn(3, 6).bfloat16())
+    with pytest.raises(RuntimeError, match="float32 or bfloat16 weights only"):
+        matvec(torch.randn(1, 6).double(), torch.randn(3, 6).double())
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_matvec_linear_keeps_the_linear_and_uses_torch_for_many_rows(bias: bool) -> None:
+    torch.manual_seed(2)
+    linear = nn.Linear(24, 10, bias=bias)
+    linear.weight.data = linear.weight.data.t().contiguous().t()  # column-major, as optimize_for_decoding leaves it
+    layer = MatVecLinear(linear)
+    assert layer.weight is linear.weight and layer.weight.is_contiguous()  # the same parameter, row-major again
+    for shape in [(1, 1, 24), (2, 3, 24), (4, 5, 24)]:  # 1 and 6 rows: the kernel; 20 rows: F.linear
+        x = torch.randn(*shape)
+        torch.testing.assert_close(layer(x), linear(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("tie", [True, False])
+def test_a_model_with_the_kernel_gives_the_same_logits_and_tokens(family: str, tie: bool) -> None:
+    model = spiky(family, tie)
+    idx = torch.randint(0, 257, (2, 9))
+    prompts = [[5, 9, 2], [7, 1, 4, 4, 8, 30, 2], [11]]
+    with torch.no_grad():
+        reference = model(idx)
+    tokens = generate(model, prompts, 30)
+    assert use_matvec(model) is model
+    assert not any(type(m) is nn.Linear for m in model.modules())
+    if tie:
+        assert model.lm_head.weight is model.tok_emb.weight  # still one tensor
+    with torch.no_grad():
+        torch.testing.assert_close(model(idx), reference, rtol=1e-5, atol=1e-4)
+    assert generate(model, prompts, 30) == tokens
+
+
+def test_compiled_steps_call_the_kernel_and_decode_the_same_tokens() -> None:
+    model = spiky("llama", tie=True)
+    prompts = [[7], [1, 2, 3, 4, 5, 6, 7, 8, 9]]
+    eager = generate(model, prompts, 24)
+    use_matvec(model)
+    assert generate(model, prompts, 24, compile=True) == eager
+
+
+def test_an_unavailable_kernel_is_announced_once_and_changes_nothing(monkeypatch, capsys) -> None:
+    monkeypatch.setenv(mv.DISABLE_ENV, "1")
+    monkeypatch.setattr(mv, "_announced", [])
+    mv._build.cache_clear()
+    try:
+        model = spiky("gpt2", tie=False)
+        assert use_matvec(model) is model and not any(isinstance(m, MatVecLinear) for m in model.modules())
+        use_matvec(model)
+        err = capsys.readouterr().err
+        assert err.count("matrix-vector kernel is off") == 1 and "SCRATCHLLM_NO_MATVEC is set" in err
+    finally:
+        mv._build.cache_clear()
