@@ -13,8 +13,8 @@
 #include <immintrin.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cstdint>
-#include <cstring>
 
 namespace {
 
@@ -38,15 +38,33 @@ inline __m256 load8(const c10::BFloat16* p) {
 inline float widen(float v) { return v; }
 inline float widen(c10::BFloat16 v) { return static_cast<float>(v); }
 
+// Software prefetch for bf16 weights. A tile of eight bf16 rows is one contiguous block of 16 k bytes, but it
+// is read as eight short interleaved streams, too short for the hardware prefetcher to lock on: measured on
+// SmolLM2-135M's matrices, asking for the block kPrefetchTiles tiles ahead while computing this one (a few
+// cache lines per step) cut the time of a decoding step's products by about a quarter. fp32 rows are twice as
+// long and gained nothing, so fp32 does not prefetch.
+constexpr int64_t kPrefetchTiles = 4;
+
+template <typename W>
+constexpr bool kPrefetch = sizeof(W) == 2;
+
 // y[i, r..r+T) for every activation row i: T dot products of weight rows r..r+T with x[i] (fp32 [m, k]).
+// Prefetches [ahead, end): the block kPrefetchTiles tiles ahead, spread over the steps of the first row.
 template <int T, typename W>
-void dot_rows(const float* x, int64_t m, const W* w, int64_t k, int64_t n, int64_t r, float* y) {
+void dot_rows(const float* x, int64_t m, const W* w, int64_t k, int64_t n, int64_t r, float* y, const char* ahead,
+              const char* end) {
   const int64_t k8 = k - k % 8;
+  const int64_t lines = (T * k * static_cast<int64_t>(sizeof(W)) + 63) / 64;
+  const int64_t lines_per_step = k8 > 0 ? (lines + k8 / 8 - 1) / (k8 / 8) : 0;
   for (int64_t i = 0; i < m; ++i) {
     const float* xi = x + i * k;
     __m256 acc[T];
     for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+    const char* fetch = ahead;
     for (int64_t c = 0; c < k8; c += 8) {
+      if (kPrefetch<W> && i == 0) {
+        for (int64_t j = 0; j < lines_per_step && fetch < end; ++j, fetch += 64) _mm_prefetch(fetch, _MM_HINT_T0);
+      }
       const __m256 xv = _mm256_loadu_ps(xi + c);
       for (int t = 0; t < T; ++t) acc[t] = _mm256_fmadd_ps(load8(w + (r + t) * k + c), xv, acc[t]);
     }
@@ -61,9 +79,13 @@ void dot_rows(const float* x, int64_t m, const W* w, int64_t k, int64_t n, int64
 // Rows [n0, n1) of y: whole tiles of kTile weight rows, then the rest one row at a time.
 template <typename W>
 void matvec_rows(const float* x, int64_t m, const W* w, int64_t k, int64_t n, int64_t n0, int64_t n1, float* y) {
+  const char* end = reinterpret_cast<const char*>(w + n1 * k);  // this thread's band only
   int64_t r = n0;
-  for (; r + kTile <= n1; r += kTile) dot_rows<kTile>(x, m, w, k, n, r, y);
-  for (; r < n1; ++r) dot_rows<1>(x, m, w, k, n, r, y);
+  for (; r + kTile <= n1; r += kTile) {
+    const char* ahead = reinterpret_cast<const char*>(w + std::min(r + kPrefetchTiles * kTile, n1) * k);
+    dot_rows<kTile>(x, m, w, k, n, r, y, ahead, end);
+  }
+  for (; r < n1; ++r) dot_rows<1>(x, m, w, k, n, r, y, end, end);
 }
 
 at::Tensor matvec(const at::Tensor& x, const at::Tensor& weight) {
