@@ -15,6 +15,7 @@ from scratchllm.generation import generate
 from scratchllm.model import GPTModel
 from scratchllm.model import matvec as mv
 from scratchllm.model.matvec import MAX_ROWS, MatVecLinear, matvec, matvec_reference, use_matvec
+from scratchllm.model.quantize import Int8Linear, quantize_for_decoding
 from tiny_models import tiny_config
 
 
@@ -78,8 +79,34 @@ def test_kernel_refuses_what_it_cannot_compute() -> None:
         matvec(torch.randn(1, 5), torch.randn(3, 6))
     with pytest.raises(RuntimeError, match="x is Float, weight is BFloat16"):
         matvec(torch.randn(1, 6), torch.randn(3, 6).bfloat16())
-    with pytest.raises(RuntimeError, match="float32 or bfloat16 weights only"):
+    with pytest.raises(RuntimeError, match="x must be float32 or bfloat16, got Double"):
         matvec(torch.randn(1, 6).double(), torch.randn(3, 6).double())
+    with pytest.raises(RuntimeError, match="float32, bfloat16 or int8 weights only, got Half"):
+        matvec(torch.randn(1, 6), torch.randn(3, 6).half())
+    with pytest.raises(RuntimeError, match=r"int8 weights need one scale per row \(3\)"):
+        matvec(torch.randn(1, 6), torch.ones(3, 6, dtype=torch.int8), torch.ones(2))
+    with pytest.raises(RuntimeError, match="scales go with int8 weights only"):
+        matvec(torch.randn(1, 6), torch.randn(3, 6), torch.ones(3))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(300, 576), (19, 37)])
+def test_int8_kernel_scales_each_row(dtype: torch.dtype, shape: tuple[int, int]) -> None:
+    """int8 weights, one scale per row: the fp32 sum of exact products times the scale, in ``x``'s dtype."""
+    torch.manual_seed(5)
+    q = torch.randint(-127, 128, shape, dtype=torch.int8)
+    scale = torch.rand(shape[0]) / 100
+    x = torch.randn(3, shape[1]).to(dtype)
+    got = matvec(x, q, scale)
+    assert got.dtype == dtype and got.shape == (3, shape[0])
+    exact = (x.double() @ q.double().T) * scale.double()
+    bound = shape[1] * 2.0**-24 * (x.double().abs() @ q.double().abs().T) * scale.double()
+    if dtype == torch.float32:
+        assert bool(((got.double() - exact).abs() <= bound + exact.abs() * 2.0**-23).all())
+    else:  # one rounding to bf16 at the end
+        torch.testing.assert_close(got.double(), exact, rtol=2**-8, atol=1e-6)
+    torch.testing.assert_close(got, matvec_reference(x, q, scale), rtol=2**-7 if dtype != torch.float32 else 1e-5,
+                               atol=1e-5)
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -132,3 +159,21 @@ def test_an_unavailable_kernel_is_announced_once_and_changes_nothing(monkeypatch
         assert err.count("matrix-vector kernel is off") == 1 and "SCRATCHLLM_NO_MATVEC is set" in err
     finally:
         mv._build.cache_clear()
+
+
+def test_int8_linears_switch_to_the_kernel_for_few_rows() -> None:
+    """``use_matvec`` turns on the kernel of every Int8Linear: one token's product equals PyTorch's int8 kernel
+    within bf16 rounding; a prompt's rows still take PyTorch's kernel."""
+    torch.manual_seed(6)
+    model = quantize_for_decoding(spiky("llama", tie=True), "int8")
+    layers = [m for m in model.modules() if isinstance(m, Int8Linear)]
+    assert layers and all(m.kernel for m in layers)
+    layer = layers[0]
+    for rows in (1, MAX_ROWS, MAX_ROWS + 1):
+        x = torch.randn(rows, layer.in_features).bfloat16()
+        layer.kernel = False
+        torch_y = layer(x)
+        layer.kernel = True
+        torch.testing.assert_close(layer(x).float(), torch_y.float(), rtol=2**-7, atol=1e-2)
+        exact = x.double() @ layer.dequantized().double().T
+        torch.testing.assert_close(layer(x).double(), exact, rtol=2**-7, atol=1e-2)

@@ -6,8 +6,8 @@ the weights stream from memory. PyTorch hands a one-row fp32 product to MKL's ge
 which reads SmolLM2-135M's matrices at 11-19 GB/s on 2 AVX2 cores; a plain loop that streams each weight
 row into an FMA accumulator reads the same matrices at 22-30 GB/s
 (``benchmarks/bench_decode_linear.py``). That loop is ``csrc/matvec.cpp``, about a hundred lines of C++,
-compiled on first use with the compiler ``torch.compile`` uses, and registered as the PyTorch operator
-``torch.ops.scratchllm.matvec`` so that compiled decoding steps can call it too.
+compiled on first use with the compiler ``torch.compile`` uses, and registered as a PyTorch operator
+(``torch.ops.scratchllm_<hash of the source>.matvec``) so that compiled decoding steps can call it too.
 
 :func:`matvec_reference` is the same product written out in PyTorch, for reading and for the tests.
 :class:`MatVecLinear` is the drop-in ``nn.Linear`` that uses the kernel for a few rows (decoding) and
@@ -20,6 +20,7 @@ stderr, and decoding keeps PyTorch's own products: slower, never different.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import shutil
 import sys
@@ -33,14 +34,17 @@ SOURCE = Path(__file__).with_name("csrc") / "matvec.cpp"
 MAX_ROWS = 8  # up to this many activation rows the kernel beats MKL (each weight tile is read once for all)
 DISABLE_ENV = "SCRATCHLLM_NO_MATVEC"  # set to 1 to keep PyTorch's products (for comparisons)
 _announced: list[str] = []  # the reason the kernel is off, once printed
+_loaded: list[torch._ops.OpOverloadPacket] = []  # the operator, once built
 
 
-def matvec_reference(x: Tensor, weight: Tensor) -> Tensor:
-    """``y[m, n] = sum_k x[m, k] * weight[n, k]``: one dot product of ``x``'s row with each weight row.
+def matvec_reference(x: Tensor, weight: Tensor, scale: Tensor | None = None) -> Tensor:
+    """``y[m, n] = scale[n] * sum_k x[m, k] * weight[n, k]``: one dot product of ``x``'s row with each weight
+    row, times the row's scale (int8 weights; no scale: 1).
 
     Accumulated in fp32 whatever the inputs (as the kernel does) and returned in ``x``'s dtype.
     """
-    return (x.float()[:, None, :] * weight.float()[None, :, :]).sum(-1).to(x.dtype)
+    y = (x.float()[:, None, :] * weight.float()[None, :, :]).sum(-1)
+    return (y if scale is None else y * scale.float()).to(x.dtype)
 
 
 def _put_ninja_on_path() -> None:
@@ -50,6 +54,12 @@ def _put_ninja_on_path() -> None:
         import ninja  # the pip package: its BIN_DIR holds the executable
 
         os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+
+
+def _namespace() -> str:
+    """The operator namespace, ``scratchllm_`` + a hash of the C++ source: graphs that ``torch.compile``
+    caches on disk name the operator, so a graph compiled against an older kernel is never reused."""
+    return "scratchllm_" + hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]
 
 
 @functools.cache
@@ -63,26 +73,29 @@ def _build() -> str | None:
         from torch.utils.cpp_extension import load
 
         _put_ninja_on_path()
-        print("scratchllm: building the matrix-vector kernel (once; about 30 s)...", file=sys.stderr, flush=True)
+        print("scratchllm: loading the matrix-vector kernel (its first build takes about 30 s)", file=sys.stderr)
         load(
             name="scratchllm_matvec",
             sources=[str(SOURCE)],
-            extra_cflags=["-O3", "-mavx2", "-mfma", "-fopenmp"],
+            extra_cflags=["-O3", "-mavx2", "-mfma", "-fopenmp", f"-DSCRATCHLLM_OPS={_namespace()}"],
             extra_ldflags=["-fopenmp"],  # the same OpenMP runtime PyTorch's own threads use
-            is_python_module=False,  # the .so registers torch.ops.scratchllm.matvec
+            is_python_module=False,  # the .so registers the operator
         )
     except Exception as exc:  # no compiler, missing headers, ...: fall back, loudly
         return f"it failed to build ({type(exc).__name__}: {str(exc).strip().splitlines()[-1][:200]})"
 
-    @torch.library.register_fake("scratchllm::matvec")
-    def _(x: Tensor, weight: Tensor) -> Tensor:  # shapes for torch.compile's tracing
-        return x.new_empty(x.shape[0], weight.shape[0])
+    if not _loaded:  # (a second build in the same process finds it registered)
+        _loaded.append(getattr(torch.ops, _namespace()).matvec)
+
+        @torch.library.register_fake(f"{_namespace()}::matvec")
+        def _(x: Tensor, weight: Tensor, scale: Tensor | None = None) -> Tensor:  # shapes for torch.compile
+            return x.new_empty(x.shape[0], weight.shape[0])
 
     return None
 
 
 def matvec_available() -> bool:
-    """Whether ``torch.ops.scratchllm.matvec`` can run here (builds it on the first call).
+    """Whether the kernel can run here (loads it on the first call, building it if needed).
 
     The first ``False`` is explained on stderr: decoding then uses PyTorch's own matrix products.
     """
@@ -94,10 +107,13 @@ def matvec_available() -> bool:
     return reason is None
 
 
+def matvec(x: Tensor, weight: Tensor, scale: Tensor | None = None) -> Tensor:
+    """``(x [m, k] @ weight[n, k].T) * scale`` with the kernel, on CPU, in ``x``'s dtype.
 
-def matvec(x: Tensor, weight: Tensor) -> Tensor:
-    """``x [m, k] @ weight[n, k].T`` with the kernel (float32 or bfloat16, both the same dtype, on CPU)."""
-    return torch.ops.scratchllm.matvec(x, weight)
+    ``weight`` is float32 or bfloat16 (as ``x``, no ``scale``) or int8 with one ``scale`` per row (``x``
+    float32 or bfloat16).
+    """
+    return _loaded[0](x, weight, scale)
 
 
 class MatVecLinear(nn.Module):
@@ -128,17 +144,24 @@ class MatVecLinear(nn.Module):
 
 
 def use_matvec(model: nn.Module) -> nn.Module:
-    """Replace every float32/bfloat16 CPU ``nn.Linear`` of ``model`` by a :class:`MatVecLinear`, in place.
+    """Route the one-token products of ``model``'s CPU linears through the kernel, in place; returns ``model``.
 
-    Returns ``model``; nothing changes when the kernel is unavailable (announced by :func:`matvec_available`).
+    Every float32/bfloat16 ``nn.Linear`` becomes a :class:`MatVecLinear`; every int8
+    :class:`~scratchllm.model.quantize.Int8Linear` switches its ``kernel`` on. Nothing changes when the
+    kernel is unavailable (announced by :func:`matvec_available`).
     """
     from scratchllm.model.decoding_layout import replace_linears
+    from scratchllm.model.quantize import Int8Linear
 
     def suitable(m: nn.Linear) -> bool:
         return m.weight.device.type == "cpu" and m.weight.dtype in (torch.float32, torch.bfloat16)
 
-    if any(type(m) is nn.Linear and suitable(m) for m in model.modules()) and matvec_available():
+    int8 = [m for m in model.modules() if isinstance(m, Int8Linear) and m.weight.device.type == "cpu"]
+    linears = any(type(m) is nn.Linear and suitable(m) for m in model.modules())
+    if (int8 or linears) and matvec_available():
         replace_linears(model, MatVecLinear, suitable)
+        for m in int8:
+            m.kernel = True
     for m in model.modules():  # a model prepared twice: a tied embedding may have turned the head column-major
         if isinstance(m, MatVecLinear):
             m.weight.data = m.weight.data.contiguous()

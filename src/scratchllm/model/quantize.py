@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from scratchllm.config import WEIGHT_FORMATS, WeightFormat
 from scratchllm.errors import ScratchLLMError
 from scratchllm.model.decoding_layout import optimize_for_decoding, replace_linears
-from scratchllm.model.matvec import use_matvec
+from scratchllm.model.matvec import MAX_ROWS, matvec, use_matvec
 
 
 def quantize_int8(weight: Tensor) -> tuple[Tensor, Tensor]:
@@ -46,6 +46,9 @@ class Int8Linear(nn.Module):
 
     Inputs of any float dtype are computed in bf16 (the dtype the CPU int8 kernel takes) and the result is
     returned in the input's dtype. ``weight`` and ``scale`` are buffers, not parameters: nothing here trains.
+    With ``kernel`` on (:func:`~scratchllm.model.matvec.use_matvec` sets it), products of up to
+    :data:`~scratchllm.model.matvec.MAX_ROWS` rows go through the matrix-vector kernel, which streams the
+    int8 rows and sums in fp32; longer ones (a prompt) through PyTorch's int8 matrix kernel.
     """
 
     def __init__(self, weight: Tensor, scale: Tensor, bias: Tensor | None = None) -> None:
@@ -55,6 +58,7 @@ class Int8Linear(nn.Module):
         self.register_buffer("weight", weight.to(torch.int8).contiguous())
         self.register_buffer("scale", scale.to(torch.bfloat16).contiguous())
         self.register_buffer("bias", None if bias is None else bias.detach().to(torch.bfloat16))
+        self.kernel = False
 
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> Int8Linear:
@@ -68,7 +72,9 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         rows = x.reshape(-1, self.in_features).to(torch.bfloat16)
-        if self.weight.device.type == "cpu":
+        if self.kernel and rows.shape[0] <= MAX_ROWS:
+            y = matvec(rows, self.weight, self.scale)
+        elif self.weight.device.type == "cpu":
             y = torch.ops.aten._weight_int8pack_mm(rows, self.weight, self.scale)
         else:  # GPUs: dequantize on the fly (their bf16 matmuls are fast; fused kernels belong to torchao)
             y = F.linear(rows, self.weight.to(torch.bfloat16)) * self.scale
