@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import scratchllm.weights
-from dev_deps import require
+from dev_deps import require, skip_or_fail
 from scratchllm.cli import main
 from scratchllm.generation import generate_text
 from scratchllm.tokenizer.chat import tokenizer_chat
@@ -124,3 +124,17 @@ def test_serve_loads_the_model_and_reads_the_key_from_the_environment(fake_model
     assert torch.get_num_threads() == 1
     assert main(["serve", "--model", "m", "--device", "cpu", "--dtype", "float32", "--weights", "int8"]) == 2
     assert "give --dtype or --weights, not both" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("slots", [2, 16])
+def test_serve_decodes_few_slots_with_the_kernel_and_many_with_packed_weights(fake_model, slots: int) -> None:
+    """Up to 8 rows per step the matrix-vector kernel is the fastest fp32 product; beyond, oneDNN's packing."""
+    from scratchllm.cli.serve import _engine
+    from scratchllm.model.decoding_layout import PackedLinear, packing_available
+    from scratchllm.model.matvec import MatVecLinear, matvec_available
+
+    if not (matvec_available() and packing_available()):
+        skip_or_fail("needs the matrix-vector kernel and oneDNN packing")
+    engine, loaded = _engine(Path("m"), None, "cpu", None, slots, 64, 4, None)
+    assert isinstance(loaded.model.blocks[0].att.qkv, MatVecLinear if slots == 2 else PackedLinear)
+    assert engine.slots == slots

@@ -30,12 +30,14 @@ def _engine(
 
     from scratchllm import weights
     from scratchllm.inference import Engine
+    from scratchllm.model.matvec import MAX_ROWS
     from scratchllm.model.quantize import prepare_for_decoding
     from scratchllm.train.device import resolve_device
 
     where = resolve_device(device, option="--device")
     loaded = weights.load(model, device=where, dtype=getattr(torch, dtype) if dtype else None, tokenizer=tokenizer)
-    net = prepare_for_decoding(loaded.model, weight_format, pack=True)  # oneDNN-packed fp32: faster batches
+    # Up to MAX_ROWS sequences per step the matrix-vector kernel is fastest; more rows: oneDNN-packed fp32.
+    net = prepare_for_decoding(loaded.model, weight_format, pack=slots > MAX_ROWS)
     engine = Engine(net, loaded.tokenizer, slots=slots, max_len=max_len, max_waiting=max_waiting)
     return engine, loaded
 
