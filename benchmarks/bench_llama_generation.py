@@ -7,7 +7,9 @@ Tokens/s counts new tokens over the whole call, prefill included; the median of 
 
 * **ours**: ``scratchllm.weights.load`` (dequantizes to float), then
   :func:`scratchllm.model.quantize.quantize_for_decoding` in each format: fp32, bf16, or int8 weight-only
-  (int8 weights with a per-row scale, bf16 activations).
+  (int8 weights with a per-row scale, bf16 activations); every one-token product goes through our
+  matrix-vector kernel (:mod:`scratchllm.model.matvec`). "ours, packed" is fp32 with oneDNN-packed weights
+  instead (what ``serve`` uses beyond 8 slots).
 * **ours, compiled** (``--compile``): the same, with each one-token step run through ``torch.compile``
   (``generate(..., compile=True)``: a static KV cache, the step's small operations fused); the time of the
   first call, which compiles, is printed apart and not counted.

@@ -24,11 +24,12 @@ which is where eager decoding of a small model spends much of its time. The cach
 :class:`~scratchllm.model.StaticKVCache` (every step attends over the same number of slots, the empty ones
 masked), so one graph serves every step and every later call with the same batch size and cache size; cache
 sizes are rounded up to a power of two (at least 256) for that reason. The prompt (prefill) still runs eagerly:
-its length varies from call to call. On CPU the step's matrix products are inductor's own C++ GEMM kernels,
-chosen by timing them against ATen's at compile time (``max_autotune``): a step multiplies one row by each
-weight matrix, and the generated kernels read the weights faster than the general-purpose ones (bf16 and int8
-decoding about 25-35 % faster on an AVX2 CPU). The first call compiles and times kernels for a minute or two (a
-C++ compiler is needed on CPU); later ones, also in new processes, reuse the result.
+its length varies from call to call. On CPU a model prepared for decoding multiplies with our matrix-vector
+kernel (:mod:`scratchllm.model.matvec`), which the compiled step calls as an operator; any other matrix
+product is inductor's own C++ GEMM kernel or ATen's, whichever was faster when timed at compile time
+(``max_autotune``; without our kernel that made bf16 and int8 decoding about 25-35 % faster on an AVX2 CPU).
+The first call compiles for a minute or two (a C++ compiler is needed on CPU); later ones, also in new
+processes, reuse the result.
 
 **Batches of different lengths** are left-padded; the model is told each row's padding (``pad``), masks those
 slots and starts each row's positions at its first real token, so every row decodes as if it were alone.

@@ -8,8 +8,9 @@ and 270 MB in bf16; storing each weight in one byte (int8) halves that again, to
 Weight-only means only the stored matrices shrink: activations stay in bf16, and each output row ``j`` of a
 linear layer keeps one scale, ``W[j] ~= scale[j] * q[j]`` with ``q`` in ``[-127, 127]`` and ``scale[j] =
 max|W[j]| / 127`` (symmetric, per output channel). The product ``x @ W.T`` is then ``(x @ q.T) * scale``:
-:func:`torch.ops.aten._weight_int8pack_mm` computes it in one kernel, converting the int8 weights on the fly
-and never writing a dequantized copy. The rounding error of a weight is at most half a step, ``scale / 2``,
+our matrix-vector kernel (:mod:`scratchllm.model.matvec`; one token) or
+:func:`torch.ops.aten._weight_int8pack_mm` (a prompt) computes it in one pass, converting the int8 weights on
+the fly and never writing a dequantized copy. The rounding error of a weight is at most half a step, ``scale / 2``,
 about 0.4 % of the row's largest weight, which moves logits far less than the differences that decide a
 greedy choice (the tests bound it).
 
