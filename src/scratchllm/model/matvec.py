@@ -4,8 +4,8 @@ Decoding one token with a KV cache multiplies one activation row by every weight
 :mod:`scratchllm.model.quantize`): each weight is read once and used once, so a step can go no faster than
 the weights stream from memory. PyTorch hands a one-row fp32 product to MKL's general matrix multiply,
 which reads SmolLM2-135M's matrices at 11-19 GB/s on 2 AVX2 cores; a plain loop that streams each weight
-row into an FMA accumulator reads the same matrices at 22-30 GB/s
-(``benchmarks/bench_decode_linear.py``). That loop is ``csrc/matvec.cpp``, about a hundred lines of C++,
+row into an FMA accumulator reads the same matrices at 27-36 GB/s, in fp32, bf16 and int8
+(``benchmarks/bench_decode_linear.py``). That loop is ``csrc/matvec.cpp``, about 150 lines of C++,
 compiled on first use with the compiler ``torch.compile`` uses, and registered as a PyTorch operator
 (``torch.ops.scratchllm_<hash of the source>.matvec``) so that compiled decoding steps can call it too.
 
@@ -113,6 +113,8 @@ def matvec(x: Tensor, weight: Tensor, scale: Tensor | None = None) -> Tensor:
     ``weight`` is float32 or bfloat16 (as ``x``, no ``scale``) or int8 with one ``scale`` per row (``x``
     float32 or bfloat16).
     """
+    if not _loaded and not matvec_available():
+        raise RuntimeError("the matrix-vector kernel is unavailable here (the reason is on stderr)")
     return _loaded[0](x, weight, scale)
 
 
