@@ -118,7 +118,15 @@ def test_matvec_linear_keeps_the_linear_and_uses_torch_for_many_rows(bias: bool)
     assert layer.weight is linear.weight and layer.weight.is_contiguous()  # the same parameter, row-major again
     for shape in [(1, 1, 24), (2, 3, 24), (4, 5, 24)]:  # 1 and 6 rows: the kernel; 20 rows: F.linear
         x = torch.randn(*shape)
-        torch.testing.assert_close(layer(x), linear(x), rtol=1e-5, atol=1e-6)
+        with torch.no_grad():
+            torch.testing.assert_close(layer(x), linear(x), rtol=1e-5, atol=1e-6)
+    # With gradients recorded (the weights train), F.linear: the same gradients as the plain layer.
+    x = torch.randn(1, 24)
+    layer(x).square().sum().backward()
+    grad = linear.weight.grad.clone()
+    linear.weight.grad = None
+    linear(x).square().sum().backward()
+    torch.testing.assert_close(grad, linear.weight.grad)
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])

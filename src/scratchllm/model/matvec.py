@@ -134,7 +134,9 @@ class MatVecLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         rows = x.reshape(-1, self.in_features)
-        if rows.shape[0] > MAX_ROWS:  # a prompt: a true matrix product, where MKL is at its best
+        # A prompt is a true matrix product, where MKL is at its best; and the kernel has no backward pass, so
+        # a forward pass that records gradients (training the same weights) takes F.linear too.
+        if rows.shape[0] > MAX_ROWS or (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)):
             return F.linear(x, self.weight, self.bias)
         y = matvec(rows, self.weight)
         if self.bias is not None:
