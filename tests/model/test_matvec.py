@@ -3,8 +3,6 @@ rows and columns included), and a model that uses it decodes as before, eagerly 
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,11 +10,10 @@ from torch import nn
 
 from dev_deps import skip_or_fail
 from scratchllm.generation import generate
-from scratchllm.model import GPTModel
 from scratchllm.model import matvec as mv
 from scratchllm.model.matvec import MAX_ROWS, MatVecLinear, matvec, matvec_reference, use_matvec
 from scratchllm.model.quantize import Int8Linear, quantize_for_decoding
-from tiny_models import tiny_config
+from serving_doubles import spiky_model
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -24,18 +21,6 @@ def kernel() -> None:
     """Every test here needs the kernel: built once; a machine that cannot build it skips (fails under CI)."""
     if not mv.matvec_available():
         skip_or_fail(f"the matrix-vector kernel is unavailable: {mv._build()}")
-
-
-def spiky(family: str, tie: bool) -> GPTModel:
-    """A tiny model with large weights, so greedy choices are not decided by float rounding."""
-    torch.manual_seed(3)
-    config = dataclasses.replace(tiny_config(family, vocab_size=257), tie_embeddings=tie)
-    model = GPTModel(config).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1:
-                p.normal_(0.0, 0.3)
-    return model
 
 
 def test_reference_is_the_linear_product() -> None:
@@ -129,10 +114,10 @@ def test_matvec_linear_keeps_the_linear_and_uses_torch_for_many_rows(bias: bool)
     torch.testing.assert_close(grad, linear.weight.grad)
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("family", ["gpt", "llama"])
 @pytest.mark.parametrize("tie", [True, False])
 def test_a_model_with_the_kernel_gives_the_same_logits_and_tokens(family: str, tie: bool) -> None:
-    model = spiky(family, tie)
+    model = spiky_model(family, seed=3, tie_embeddings=tie)
     idx = torch.randint(0, 257, (2, 9))
     prompts = [[5, 9, 2], [7, 1, 4, 4, 8, 30, 2], [11]]
     with torch.no_grad():
@@ -148,7 +133,7 @@ def test_a_model_with_the_kernel_gives_the_same_logits_and_tokens(family: str, t
 
 
 def test_compiled_steps_call_the_kernel_and_decode_the_same_tokens() -> None:
-    model = spiky("llama", tie=True)
+    model = spiky_model("llama", seed=3)
     prompts = [[7], [1, 2, 3, 4, 5, 6, 7, 8, 9]]
     eager = generate(model, prompts, 24)
     use_matvec(model)
@@ -160,7 +145,7 @@ def test_an_unavailable_kernel_is_announced_once_and_changes_nothing(monkeypatch
     monkeypatch.setattr(mv, "_announced", [])
     mv._build.cache_clear()
     try:
-        model = spiky("gpt2", tie=False)
+        model = spiky_model("gpt", seed=3, tie_embeddings=False)
         assert use_matvec(model) is model and not any(isinstance(m, MatVecLinear) for m in model.modules())
         use_matvec(model)
         err = capsys.readouterr().err
@@ -173,7 +158,7 @@ def test_int8_linears_switch_to_the_kernel_for_few_rows() -> None:
     """``use_matvec`` turns on the kernel of every Int8Linear: one token's product equals PyTorch's int8 kernel
     within bf16 rounding; a prompt's rows still take PyTorch's kernel."""
     torch.manual_seed(6)
-    model = quantize_for_decoding(spiky("llama", tie=True), "int8")
+    model = quantize_for_decoding(spiky_model("llama", seed=3), "int8")
     layers = [m for m in model.modules() if isinstance(m, Int8Linear)]
     assert layers and all(m.kernel for m in layers)
     layer = layers[0]

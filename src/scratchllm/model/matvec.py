@@ -69,6 +69,7 @@ def _build() -> str | None:
         return f"{DISABLE_ENV} is set"
     if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
         return f"it needs an x86 CPU with AVX2 (this one: {torch.backends.cpu.get_cpu_capability()})"
+    namespace = _namespace()
     try:
         from torch.utils.cpp_extension import load
 
@@ -77,7 +78,7 @@ def _build() -> str | None:
         load(
             name="scratchllm_matvec",
             sources=[str(SOURCE)],
-            extra_cflags=["-O3", "-mavx2", "-mfma", "-fopenmp", f"-DSCRATCHLLM_OPS={_namespace()}"],
+            extra_cflags=["-O3", "-mavx2", "-mfma", "-fopenmp", f"-DSCRATCHLLM_OPS={namespace}"],
             extra_ldflags=["-fopenmp"],  # the same OpenMP runtime PyTorch's own threads use
             is_python_module=False,  # the .so registers the operator
         )
@@ -85,9 +86,9 @@ def _build() -> str | None:
         return f"it failed to build ({type(exc).__name__}: {str(exc).strip().splitlines()[-1][:200]})"
 
     if not _loaded:  # (a second build in the same process finds it registered)
-        _loaded.append(getattr(torch.ops, _namespace()).matvec)
+        _loaded.append(getattr(torch.ops, namespace).matvec)
 
-        @torch.library.register_fake(f"{_namespace()}::matvec")
+        @torch.library.register_fake(f"{namespace}::matvec")
         def _(x: Tensor, weight: Tensor, scale: Tensor | None = None) -> Tensor:  # shapes for torch.compile
             return x.new_empty(x.shape[0], weight.shape[0])
 

@@ -108,13 +108,11 @@ def quantize_for_decoding(model: nn.Module, weight_format: WeightFormat = "int8"
 def prepare_for_decoding(model: nn.Module, weight_format: WeightFormat | None = None, *, pack: bool = False) -> nn.Module:
     """``model`` ready for generation, in place: in ``weight_format`` (``None``: as loaded), fastest layout.
 
-    Float weights go through the matrix-vector kernel (:mod:`scratchllm.model.matvec`; up to 8 rows at a
-    time), except fp32 with ``pack``, which hands them to oneDNN instead (faster for a server's batches of
-    more rows). bf16 and int8 go through :func:`quantize_for_decoding`. The one switch behind ``--weights``
-    of generate, chat and serve.
+    With ``pack``, fp32 linears are handed to oneDNN (faster for a server's batches of more than 8 rows); every
+    float linear left goes through the matrix-vector kernel (:mod:`scratchllm.model.matvec`; up to 8 rows at a
+    time). bf16 and int8 go through :func:`quantize_for_decoding`. The one switch behind ``--weights`` of
+    generate, chat and serve.
     """
     if weight_format in (None, "fp32"):
-        model = model.float() if weight_format else model
-        fp32 = next(model.parameters()).dtype == torch.float32
-        return optimize_for_decoding(model, pack=True) if pack and fp32 else use_matvec(optimize_for_decoding(model))
+        return use_matvec(optimize_for_decoding(model.float() if weight_format else model, pack=pack))
     return quantize_for_decoding(model, weight_format)
