@@ -151,6 +151,23 @@ def test_a_template_wraps_every_text_in_training_and_prediction(ckpt, tmp_path, 
     assert classify_texts(clf, tok, {**info, "template": None}, ["good day"]) != wrapped
 
 
+def test_dropout_is_announced_and_saved_with_the_classifier(ckpt, tmp_path, capsys) -> None:
+    data = _write_data(tmp_path / "d.tsv", n=24)
+    out = tmp_path / "run"
+    assert main(_args(ckpt, data, out, "--epochs", "1", "--trains", "all", "--dropout", "0.2")) == 0
+    assert "dropout 0.2 while training (the model's config has 0.0)" in capsys.readouterr().err
+    clf, tok, info = load_classifier(out)
+    assert info["model"]["drop_rate"] == 0.2 and not clf.training
+    assert classify_texts(clf, tok, info, ["good day"]) == classify_texts(clf, tok, info, ["good day"])
+
+
+def test_a_dropout_outside_0_1_is_refused_before_anything_is_written(ckpt, tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert main(_args(ckpt, _write_data(tmp_path / "d.tsv"), out, "--dropout", "1.5")) == 2
+    assert "dropout must be in [0, 1), got 1.5" in capsys.readouterr().err
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("template", ["no field", "{text} and {text}"])
 def test_a_template_without_exactly_one_text_field_is_refused(ckpt, tmp_path, capsys, template: str) -> None:
     out = tmp_path / "run"

@@ -39,10 +39,11 @@ def _args(ckpt: Path, data: Path, out: Path, *extra: str) -> list[str]:
 
 def test_finetune_instruct_full(ckpt, tmp_path, capsys) -> None:
     out = tmp_path / "run"
-    assert main(_args(ckpt, _data(tmp_path / "d.json"), out, "--epochs", "2", "--baseline-responses")) == 0
+    assert main(_args(ckpt, _data(tmp_path / "d.json"), out, "--epochs", "2", "--baseline-responses", "--dropout", "0.1")) == 0
     captured = capsys.readouterr()
     summary = json.loads(captured.out)
     assert "prompt format: alpaca" in captured.err and "trainable parameters:" in captured.err
+    assert "dropout 0.1 while training" in captured.err
     responses = json.loads((out / "responses.json").read_text())
     assert len(responses) == 4 and set(responses[0]) == {"instruction", "input", "reference", "response"}
     metrics = json.loads((out / "metrics.json").read_text())

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from scratchllm.config import ModelConfig
+from scratchllm.errors import ScratchLLMError
 from scratchllm.model import GELU, GPTModel, LayerNorm, model_summary
 
 
@@ -96,6 +97,27 @@ def test_left_padding_matches_unpadded() -> None:
     padded = torch.cat([torch.zeros(1, 3, dtype=torch.long), short], dim=1)
     out = model(padded, pad=torch.tensor([3]))
     assert torch.allclose(out[:, 3:], model(short), atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_set_dropout_reaches_every_layer_and_eval_turns_it_off(family: str) -> None:
+    llama = dict(norm="rmsnorm", mlp="swiglu", pos="rope", n_kv_heads=1, bias=False) if family == "llama" else {}
+    torch.manual_seed(0)
+    model = GPTModel(tiny(**llama)).eval()
+    x = torch.randint(0, 97, (2, 9))
+    before = model(x)
+    model.set_dropout(0.3)
+    assert model.config.drop_rate == 0.3
+    rates = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert len(rates) == 1 + 2 and set(rates) == {0.3}  # embeddings + one per block
+    assert [b.att.dropout for b in model.blocks] == [0.3, 0.3]  # the attention weights' dropout (SDPA)
+    assert torch.equal(model(x), before)  # eval mode: no dropout
+    model.train()
+    assert not torch.allclose(model(x), model(x))
+    model.set_dropout(0.0)
+    assert torch.allclose(model(x), before, atol=1e-6)  # train mode, rate 0: the same function again
+    with pytest.raises(ScratchLLMError, match=r"dropout must be in \[0, 1\), got 1.0"):
+        model.set_dropout(1.0)
 
 
 def test_training_step_reduces_loss() -> None:

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from scratchllm.config import ModelConfig
+from scratchllm.errors import ScratchLLMError
 from scratchllm.model.attention import KVCache, MultiHeadAttention, Packing, StaticKVCache
 from scratchllm.model.norms import LayerNorm, RMSNorm, make_norm
 from scratchllm.model.rope import RotaryEmbedding
@@ -259,6 +260,21 @@ class GPTModel(nn.Module):
             dtype=dtype or weight.dtype,
             pad=pad,
         )
+
+    def set_dropout(self, rate: float) -> None:
+        """Set the dropout rate of every layer and of the config.
+
+        Published models ship with ``drop_rate`` 0 (what inference needs), but finetuning a small labelled set
+        often generalises better with some; eval mode still turns it off.
+        """
+        if not 0.0 <= float(rate) < 1.0:
+            raise ScratchLLMError(f"dropout must be in [0, 1), got {rate!r}")
+        self.config.drop_rate = float(rate)
+        for module in self.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = float(rate)
+            elif isinstance(module, MultiHeadAttention):
+                module.dropout = float(rate)
 
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
         """Unique parameters (a tied matrix counts once); optionally without the position embedding."""

@@ -214,6 +214,7 @@ def finetune_classify(
     lora: LoRAConfig = LoRAConfig(),
     epochs: int = 3,
     from_scratch: bool = False,
+    dropout: float | None = None,
     train: TrainConfig = finetune.FINETUNE_TRAIN,
     resume: bool = False,
 ) -> dict[str, Any]:
@@ -248,6 +249,8 @@ def finetune_classify(
         lora: LoRA settings (with trains=lora).
         epochs: passes over the training split; the weights of the best epoch on validation are kept.
         from_scratch: random weights in the model's shape (a baseline that shows what pretraining gives).
+        dropout: dropout rate while finetuning (default: the model's own; published models have 0). It
+            regularises full finetuning of a small data set; LoRA has its own ``lora.dropout``.
         train: optimizer, batch, precision and checkpoint settings (max_steps follows from epochs).
         resume: continue the newest complete checkpoint in out_dir.
     """
@@ -271,7 +274,7 @@ def finetune_classify(
             seed=train.seed, say=say,
         )  # fmt: skip
         loaded = finetune.load_base(
-            model, env, seed=train.seed, from_scratch=from_scratch, tokenizer=tokenizer, say=say
+            model, env, seed=train.seed, from_scratch=from_scratch, tokenizer=tokenizer, dropout=dropout, say=say
         )
         backbone = loaded.model
         context = backbone.config.context_length

@@ -69,9 +69,11 @@ def session(train: TrainConfig, fsdp: bool = True) -> Iterator[tuple[Any, Log, s
 
 
 def load_base(
-    model: Path, env: Any, *, seed: int, from_scratch: bool = False, tokenizer: Path | None = None, say: Log = stderr
+    model: Path, env: Any, *, seed: int, from_scratch: bool = False, tokenizer: Path | None = None,
+    dropout: float | None = None, say: Log = stderr,
 ) -> Any:
-    """The model to finetune (float32, train mode) with its tokenizer; ``from_scratch`` re-initialises it."""
+    """The model to finetune (float32, train mode) with its tokenizer; ``from_scratch`` re-initialises it and
+    ``dropout`` replaces the model's own dropout rate (announced, since it changes the saved config too)."""
     import torch
 
     from scratchllm.weights import load
@@ -81,6 +83,9 @@ def load_base(
         torch.manual_seed(seed)
         loaded.model.reset_parameters()
         say(f"from_scratch: {model}'s shape and tokenizer with random weights (seed {seed})")
+    if dropout is not None and dropout != loaded.model.config.drop_rate:
+        say(f"dropout {dropout} while training (the model's config has {loaded.model.config.drop_rate})")
+        loaded.model.set_dropout(dropout)
     loaded.model.train()
     return loaded
 

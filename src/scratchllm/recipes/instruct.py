@@ -102,6 +102,7 @@ def finetune_instruct(
     lora: LoRAConfig = LoRAConfig(),
     epochs: int = 2,
     from_scratch: bool = False,
+    dropout: float | None = None,
     max_new_tokens: int = 256,
     test_responses: bool = True,
     baseline_responses: bool = False,
@@ -128,6 +129,8 @@ def finetune_instruct(
         lora: LoRA settings (with trains=lora).
         epochs: passes over the training split; the weights of the best epoch (validation loss) are kept.
         from_scratch: random weights in the model's shape (a baseline).
+        dropout: dropout rate while finetuning (default: the model's own; published models have 0). It
+            regularises full finetuning of a small data set; LoRA has its own ``lora.dropout``.
         max_new_tokens: longest generated response.
         test_responses: answer the test split after training (responses.json, ROUGE-L, exact match).
         baseline_responses: also answer it before training, to compare.
@@ -146,7 +149,7 @@ def finetune_instruct(
             data, val_data, test_data, read_instructions, split=split, seed=train.seed, say=say
         )
         loaded = finetune.load_base(
-            model, env, seed=train.seed, from_scratch=from_scratch, tokenizer=tokenizer, say=say
+            model, env, seed=train.seed, from_scratch=from_scratch, tokenizer=tokenizer, dropout=dropout, say=say
         )
         net, tok, template = loaded.model, loaded.tokenizer, loaded.chat_template
         fmt = resolve_format(prompt_format, template)
