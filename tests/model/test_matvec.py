@@ -11,6 +11,7 @@ from torch import nn
 from dev_deps import skip_or_fail
 from scratchllm.generation import generate
 from scratchllm.model import matvec as mv
+from scratchllm.model import optimize_for_decoding, set_weight_layout, weight_layout
 from scratchllm.model.matvec import MAX_ROWS, MatVecLinear, matvec, matvec_reference, use_matvec
 from scratchllm.model.quantize import Int8Linear, quantize_for_decoding
 from serving_doubles import spiky_model
@@ -130,6 +131,19 @@ def test_a_model_with_the_kernel_gives_the_same_logits_and_tokens(family: str, t
     with torch.no_grad():
         torch.testing.assert_close(model(idx), reference, rtol=1e-5, atol=1e-4)
     assert generate(model, prompts, 30) == tokens
+
+
+def test_the_kernels_weights_are_never_transposed_for_mkl() -> None:
+    """``optimize_for_decoding(kernel=True)`` hands fp32 linears to the kernel before it lays out the rest
+    column-major: a tied head's matrix (the embedding's table too) keeps its storage, and a later layout
+    change leaves every weight the kernel reads row-major."""
+    model = spiky_model("gpt", seed=3, tie_embeddings=True)
+    storage = model.lm_head.weight.data_ptr()
+    assert optimize_for_decoding(model, kernel=True) is model and isinstance(model.lm_head, MatVecLinear)
+    assert model.tok_emb.weight.data_ptr() == storage and weight_layout(model.tok_emb.weight) == "row"
+    assert weight_layout(model.pos_emb.weight) == "column"  # not the kernel's: MKL's fp32 layout as before
+    set_weight_layout(model, "column")
+    assert all(weight_layout(m.weight) == "row" for m in model.modules() if isinstance(m, MatVecLinear))
 
 
 def test_compiled_steps_call_the_kernel_and_decode_the_same_tokens() -> None:

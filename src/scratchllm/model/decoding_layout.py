@@ -52,13 +52,18 @@ def set_weight_layout(model: nn.Module, layout: Layout) -> nn.Module:
     """Store the weight of every ``nn.Linear`` and ``nn.Embedding`` in ``model`` row- or column-major, in place.
 
     Embeddings are included because GPT-2 ties the token embedding to the LM head (one tensor serves both);
-    an embedding lookup reads one row per token, which either layout serves cheaply. Returns ``model``.
+    an embedding lookup reads one row per token, which either layout serves cheaply. A weight held by a layer
+    whose kernel reads it row-major (``row_major_weight``, e.g. :class:`~scratchllm.model.matvec.MatVecLinear`)
+    is left as it is, also where a tied embedding shares it. Returns ``model``.
     """
     if layout not in ("row", "column"):
         raise ValueError(f"layout must be 'row' or 'column', got {layout!r}")
+    pinned = {id(m.weight) for m in model.modules() if getattr(m, "row_major_weight", False)}
     for module in model.modules():
         # A tied matrix is met twice; the second time it already has the layout and is skipped.
         if not isinstance(module, (nn.Linear, nn.Embedding)) or weight_layout(module.weight) == layout:
+            continue
+        if id(module.weight) in pinned:
             continue
         data = module.weight.data
         # Same Parameter object, new storage: optimizers and tied references stay valid.
@@ -66,19 +71,26 @@ def set_weight_layout(model: nn.Module, layout: Layout) -> nn.Module:
     return model
 
 
-def optimize_for_decoding(model: nn.Module, pack: bool = False) -> nn.Module:
+def optimize_for_decoding(model: nn.Module, pack: bool = False, kernel: bool = False) -> nn.Module:
     """Prepare a model that will only generate: eval mode, and column-major weights for fp32 on CPU.
 
     Only MKL's fp32 kernels prefer column-major; PyTorch's bf16 CPU matrix-vector kernel is about 3x *slower*
     with it, and GPUs run both layouts at full speed, so those get (or get back) row-major. With ``pack``,
     fp32 linear layers on CPU are replaced by :class:`PackedLinear` where oneDNN can pack them (the model can
-    then no longer be trained or saved). Returns ``model``.
+    then no longer be trained or saved). With ``kernel``, the float linears left on CPU go through our
+    matrix-vector kernel (:func:`~scratchllm.model.matvec.use_matvec`), which reads row-major weights. Both
+    come before the layout is set, so no weight is transposed for MKL only to be transposed back (for
+    SmolLM2-135M that was about 1 s of loading). Returns ``model``.
     """
     model.eval()
     weight = next(model.parameters())
     fp32_cpu = weight.device.type == "cpu" and weight.dtype == torch.float32
     if pack and fp32_cpu and packing_available():
-        pack_for_decoding(model)  # first: packing reads row-major weights, so none is transposed in vain
+        pack_for_decoding(model)
+    if kernel:
+        from scratchllm.model.matvec import use_matvec  # it builds on this module
+
+        use_matvec(model)
     return set_weight_layout(model, "column" if fp32_cpu else "row")  # what is left: embeddings, other layers
 
 

@@ -124,7 +124,10 @@ class MatVecLinear(nn.Module):
 
     It holds the original linear's ``weight`` and ``bias`` parameters (not copies), row-major, so parameter
     sharing such as a tied LM head is kept and ``state_dict`` is unchanged.
+    :func:`~scratchllm.model.decoding_layout.set_weight_layout` leaves its weight row-major.
     """
+
+    row_major_weight = True
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
@@ -167,7 +170,4 @@ def use_matvec(model: nn.Module) -> nn.Module:
         replace_linears(model, MatVecLinear, suitable)
         for m in int8:
             m.kernel = True
-    for m in model.modules():  # a model prepared twice: a tied embedding may have turned the head column-major
-        if isinstance(m, MatVecLinear):
-            m.weight.data = m.weight.data.contiguous()
     return model

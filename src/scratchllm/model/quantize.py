@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from scratchllm.config import WEIGHT_FORMATS, WeightFormat
 from scratchllm.errors import ScratchLLMError
 from scratchllm.model.decoding_layout import optimize_for_decoding, replace_linears
-from scratchllm.model.matvec import MAX_ROWS, matvec, use_matvec
+from scratchllm.model.matvec import MAX_ROWS, matvec
 
 
 def quantize_int8(weight: Tensor) -> tuple[Tensor, Tensor]:
@@ -93,16 +93,15 @@ def quantize_for_decoding(model: nn.Module, weight_format: WeightFormat = "int8"
     ``"fp32"``/``"bf16"`` cast the model; ``"int8"`` casts it to bf16 (activations, norms, embedding and KV
     cache) and replaces every ``nn.Linear`` by an :class:`Int8Linear`. A tied LM head is quantized on its own:
     the embedding keeps its bf16 table (a lookup reads one row per token; the head reads all of them).
-    Finishes with :func:`~scratchllm.model.decoding_layout.optimize_for_decoding` (eval mode, the fastest
-    layout of the remaining float weights) and, on CPU, :func:`~scratchllm.model.matvec.use_matvec` (fp32 and
-    bf16 linears through the matrix-vector kernel).
+    Finishes with :func:`~scratchllm.model.decoding_layout.optimize_for_decoding` (eval mode; on CPU, fp32 and
+    bf16 linears through the matrix-vector kernel; the fastest layout of the remaining float weights).
     """
     if weight_format not in WEIGHT_FORMATS:
         raise ScratchLLMError(f"unknown weight format {weight_format!r}; expected one of {', '.join(WEIGHT_FORMATS)}")
     model.to(torch.float32 if weight_format == "fp32" else torch.bfloat16)
     if weight_format == "int8":
         replace_linears(model, Int8Linear.from_linear)
-    return use_matvec(optimize_for_decoding(model))
+    return optimize_for_decoding(model, kernel=True)
 
 
 def prepare_for_decoding(model: nn.Module, weight_format: WeightFormat | None = None, *, pack: bool = False) -> nn.Module:
@@ -114,5 +113,5 @@ def prepare_for_decoding(model: nn.Module, weight_format: WeightFormat | None = 
     generate, chat and serve.
     """
     if weight_format in (None, "fp32"):
-        return use_matvec(optimize_for_decoding(model.float() if weight_format else model, pack=pack))
+        return optimize_for_decoding(model.float() if weight_format else model, pack=pack, kernel=True)
     return quantize_for_decoding(model, weight_format)
