@@ -203,6 +203,7 @@ def finetune_classify(
     labels: list[str] | None = None,
     balance: bool = False,
     split: tuple[float, float, float] = (0.7, 0.1, 0.2),
+    split_seed: int | None = None,
     val_data: Path | None = None,
     test_data: Path | None = None,
     max_length: int | None = None,
@@ -235,6 +236,8 @@ def finetune_classify(
         labels: the label names, in class order (default: the labels in the data, sorted); others are errors.
         balance: undersample every class to the size of the smallest.
         split: train/val/test fractions of a seeded shuffle of the data.
+        split_seed: seed of that shuffle and of the balancing (default: train.seed); fix it to compare
+            training seeds on one split.
         val_data: validation file (with test_data: use these instead of splitting data).
         test_data: test file.
         max_length: tokens kept per text (default: the model's context length); longer texts are cut.
@@ -271,7 +274,7 @@ def finetune_classify(
         read_options = dict(text_column=text_column, label_column=label_column, format=format, header=header)
         names, parts = load_splits(
             Path(data), val_data, test_data, read_options, labels=labels, balance=balance, split=split,
-            seed=train.seed, say=say,
+            seed=train.seed if split_seed is None else split_seed, say=say,
         )  # fmt: skip
         loaded = finetune.load_base(
             model, env, seed=train.seed, from_scratch=from_scratch, tokenizer=tokenizer, dropout=dropout, say=say
@@ -311,8 +314,9 @@ def finetune_classify(
         }  # fmt: skip
         run_info = {
             **info, "data": str(data), "val_data": str(val_data) if val_data else None,
-            "test_data": str(test_data) if test_data else None, "split": list(split), "balance": balance,
-            "epochs": epochs, "train": train.to_dict(), "precision": precision, "tokenizer": "tokenizer",
+            "test_data": str(test_data) if test_data else None, "split": list(split),
+            "split_seed": split_seed, "balance": balance, "epochs": epochs, "train": train.to_dict(),
+            "precision": precision, "tokenizer": "tokenizer",
         }  # fmt: skip
         if env.is_main:
             finetune.prepare_run_folder(out_dir, loaded.tokenizer, run_info, resume)

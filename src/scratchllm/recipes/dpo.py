@@ -132,6 +132,7 @@ def finetune_dpo(
     prompt_format: PromptFormat = "auto",
     max_length: int | None = 1024,
     split: tuple[float, float, float] = (0.85, 0.05, 0.1),
+    split_seed: int | None = None,
     val_data: Path | None = None,
     test_data: Path | None = None,
     trains: Literal["all", "lora"] = "all",
@@ -162,6 +163,7 @@ def finetune_dpo(
         prompt_format: alpaca, chat (the model's chat template), or auto (chat where the model has a template).
         max_length: tokens per prompt + answer at most (and at most the model's context); answers are cut.
         split: train/val/test fractions of a seeded shuffle of the data.
+        split_seed: seed of that shuffle (default: train.seed); fix it to compare training seeds on one split.
         val_data: validation file (with test_data: use these instead of splitting data).
         test_data: test file.
         trains: what trains: all weights, or LoRA adapters.
@@ -192,7 +194,8 @@ def finetune_dpo(
             say("train.sample_prompt is not used by DPO (see responses.json for answers before and after)")
         # 1. data, in the model's prompt format
         parts = finetune.split_data(
-            data, val_data, test_data, read_preferences, split=split, seed=train.seed, say=say
+            data, val_data, test_data, read_preferences, split=split,
+            seed=train.seed if split_seed is None else split_seed, say=say,
         )
         loaded = finetune.load_base(model, env, seed=train.seed, tokenizer=tokenizer, say=say)
         net, tok, template = loaded.model, loaded.tokenizer, loaded.chat_template
@@ -252,7 +255,7 @@ def finetune_dpo(
             "model": net.config.to_dict(), "base_model": str(Path(model).resolve()), "data": str(data),
             "reference": str(reference) if reference else kind, "beta": beta, "label_smoothing": label_smoothing,
             "average_logprobs": average_logprobs, "precompute_reference": precompute_reference, "prompt_format": fmt,
-            "split": list(split), "max_length": length, "trains": trains,
+            "split": list(split), "split_seed": split_seed, "max_length": length, "trains": trains,
             "lora": lora_config.to_dict() if lora_config else None, "epochs": epochs, "train": train.to_dict(),
             "precision": precision, "tokenizer": "tokenizer",
         }  # fmt: skip

@@ -95,6 +95,7 @@ def finetune_instruct(
     prompt_format: PromptFormat = "auto",
     train_on_prompt: bool = False,
     split: tuple[float, float, float] = (0.85, 0.05, 0.1),
+    split_seed: int | None = None,
     val_data: Path | None = None,
     test_data: Path | None = None,
     max_length: int | None = 1024,
@@ -122,6 +123,7 @@ def finetune_instruct(
         prompt_format: alpaca, chat (the model's chat template), or auto (chat where the model has a template).
         train_on_prompt: take the loss on the whole sequence, not only on the responses.
         split: train/val/test fractions of a seeded shuffle of the data.
+        split_seed: seed of that shuffle (default: train.seed); fix it to compare training seeds on one split.
         val_data: validation file (with test_data: use these instead of splitting data).
         test_data: test file.
         max_length: tokens per training sequence at most (and at most the model's context); longer ones are cut.
@@ -146,7 +148,8 @@ def finetune_instruct(
     started = time.perf_counter()
     with finetune.session(train) as (env, say, precision):
         parts = finetune.split_data(
-            data, val_data, test_data, read_instructions, split=split, seed=train.seed, say=say
+            data, val_data, test_data, read_instructions, split=split,
+            seed=train.seed if split_seed is None else split_seed, say=say,
         )
         loaded = finetune.load_base(
             model, env, seed=train.seed, from_scratch=from_scratch, tokenizer=tokenizer, dropout=dropout, say=say
@@ -189,8 +192,9 @@ def finetune_instruct(
         }
         run_info = {
             "model": net.config.to_dict(), "base_model": str(Path(model).resolve()), "data": str(data),
-            "prompt_format": fmt, "train_on_prompt": train_on_prompt, "split": list(split), "max_length": length,
-            "trains": trains, "lora": lora_config.to_dict() if lora_config else None, "epochs": epochs,
+            "prompt_format": fmt, "train_on_prompt": train_on_prompt, "split": list(split),
+            "split_seed": split_seed, "max_length": length, "trains": trains,
+            "lora": lora_config.to_dict() if lora_config else None, "epochs": epochs,
             "from_scratch": from_scratch, "train": train.to_dict(), "precision": precision, "tokenizer": "tokenizer",
         }  # fmt: skip
         if env.is_main:
