@@ -164,7 +164,8 @@ def test_dropout_is_announced_and_saved_with_the_classifier(ckpt, tmp_path, caps
 def test_a_dropout_outside_0_1_is_refused_before_anything_is_written(ckpt, tmp_path, capsys) -> None:
     out = tmp_path / "run"
     assert main(_args(ckpt, _write_data(tmp_path / "d.tsv"), out, "--dropout", "1.5")) == 2
-    assert "dropout must be in [0, 1), got 1.5" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "dropout must be in [0, 1), got 1.5" in err and "while training" not in err  # refused, not announced
     assert not out.exists()
 
 

@@ -39,7 +39,8 @@ def _args(ckpt: Path, data: Path, out: Path, *extra: str) -> list[str]:
 
 def test_finetune_instruct_full(ckpt, tmp_path, capsys) -> None:
     out = tmp_path / "run"
-    assert main(_args(ckpt, _data(tmp_path / "d.json"), out, "--epochs", "2", "--baseline-responses", "--dropout", "0.1")) == 0
+    extra = ("--epochs", "2", "--baseline-responses", "--dropout", "0.1")
+    assert main(_args(ckpt, _data(tmp_path / "d.json"), out, *extra)) == 0
     captured = capsys.readouterr()
     summary = json.loads(captured.out)
     assert "prompt format: alpaca" in captured.err and "trainable parameters:" in captured.err

@@ -61,9 +61,11 @@ def set_weight_layout(model: nn.Module, layout: Layout) -> nn.Module:
     pinned = {id(m.weight) for m in model.modules() if getattr(m, "row_major_weight", False)}
     for module in model.modules():
         # A tied matrix is met twice; the second time it already has the layout and is skipped.
-        if not isinstance(module, (nn.Linear, nn.Embedding)) or weight_layout(module.weight) == layout:
-            continue
-        if id(module.weight) in pinned:
+        if (
+            not isinstance(module, (nn.Linear, nn.Embedding))
+            or id(module.weight) in pinned
+            or weight_layout(module.weight) == layout
+        ):
             continue
         data = module.weight.data
         # Same Parameter object, new storage: optimizers and tied references stay valid.

@@ -269,12 +269,13 @@ class GPTModel(nn.Module):
         """
         if not 0.0 <= float(rate) < 1.0:
             raise ScratchLLMError(f"dropout must be in [0, 1), got {rate!r}")
-        self.config.drop_rate = float(rate)
+        rate = float(rate)
+        self.config.drop_rate = rate
         for module in self.modules():
             if isinstance(module, nn.Dropout):
-                module.p = float(rate)
+                module.p = rate
             elif isinstance(module, MultiHeadAttention):
-                module.dropout = float(rate)
+                module.dropout = rate
 
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
         """Unique parameters (a tied matrix counts once); optionally without the position embedding."""

@@ -83,9 +83,10 @@ def load_base(
         torch.manual_seed(seed)
         loaded.model.reset_parameters()
         say(f"from_scratch: {model}'s shape and tokenizer with random weights (seed {seed})")
-    if dropout is not None and dropout != loaded.model.config.drop_rate:
-        say(f"dropout {dropout} while training (the model's config has {loaded.model.config.drop_rate})")
-        loaded.model.set_dropout(dropout)
+    own = loaded.model.config.drop_rate
+    if dropout is not None and dropout != own:
+        loaded.model.set_dropout(dropout)  # first: a rate it refuses is not announced
+        say(f"dropout {dropout} while training (the model's config has {own})")
     loaded.model.train()
     return loaded
 
