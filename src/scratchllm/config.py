@@ -19,6 +19,14 @@ WeightFormat = Literal["fp32", "bf16", "int8"]
 WEIGHT_FORMATS: tuple[str, ...] = get_args(WeightFormat)
 
 
+def check_dropout(what: str, rate: float) -> float:
+    """``rate`` as a float, or a :class:`ScratchLLMError` naming ``what``: a dropout rate is in [0, 1)
+    (1 would zero every activation)."""
+    if not 0.0 <= float(rate) < 1.0:
+        raise ScratchLLMError(f"{what} must be in [0, 1), got {rate!r}")
+    return float(rate)
+
+
 @dataclass
 class ModelConfig:
     """Shape of a decoder-only transformer: GPT-2 by default, the Llama family by a handful of switches.
@@ -116,8 +124,7 @@ class ModelConfig:
             raise ScratchLLMError(
                 f"model config: n_kv_heads ({self.n_kv_heads}) must divide n_heads ({self.n_heads})"
             )
-        if not 0.0 <= float(self.drop_rate) < 1.0:
-            raise ScratchLLMError(f"model config: drop_rate must be in [0, 1), got {self.drop_rate!r}")
+        check_dropout("model config: drop_rate", self.drop_rate)
         for name, allowed in (
             ("norm", ("layernorm", "rmsnorm")),
             ("mlp", ("gelu", "swiglu")),
@@ -500,8 +507,7 @@ class LoRAConfig:
             raise ScratchLLMError(f"lora rank: must be >= 1, got {self.rank}")
         if self.alpha <= 0:
             raise ScratchLLMError(f"lora alpha: must be > 0, got {self.alpha}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ScratchLLMError(f"lora dropout: must be in [0, 1), got {self.dropout}")
+        check_dropout("lora dropout", self.dropout)
         if isinstance(self.targets, str):
             self.targets = [self.targets]
         if not self.targets:

@@ -27,8 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from scratchllm.config import ModelConfig
-from scratchllm.errors import ScratchLLMError
+from scratchllm.config import ModelConfig, check_dropout
 from scratchllm.model.attention import KVCache, MultiHeadAttention, Packing, StaticKVCache
 from scratchllm.model.norms import LayerNorm, RMSNorm, make_norm
 from scratchllm.model.rope import RotaryEmbedding
@@ -267,9 +266,7 @@ class GPTModel(nn.Module):
         Published models ship with ``drop_rate`` 0 (what inference needs), but finetuning a small labelled set
         often generalises better with some; eval mode still turns it off.
         """
-        if not 0.0 <= float(rate) < 1.0:
-            raise ScratchLLMError(f"dropout must be in [0, 1), got {rate!r}")
-        rate = float(rate)
+        rate = check_dropout("dropout", rate)
         self.config.drop_rate = rate
         for module in self.modules():
             if isinstance(module, nn.Dropout):

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from scratchllm.config import LoRAConfig, ModelConfig, TrainConfig
+from scratchllm.config import LoRAConfig, ModelConfig, TrainConfig, check_dropout
 from scratchllm.data.classify import (
     LabelledText,
     TableFormat,
@@ -263,6 +263,8 @@ def finetune_classify(
     from scratchllm.model.heads import SequenceClassifier
 
     check_template(template)
+    if dropout is not None:
+        check_dropout("dropout", dropout)  # before the data and the model are read
     if label_words is not None and from_scratch:
         raise ScratchLLMError(
             "label_words: the LM head's rows only carry the words' meaning in a pretrained model; "

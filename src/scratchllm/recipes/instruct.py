@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from scratchllm.config import LoRAConfig, TrainConfig
+from scratchllm.config import LoRAConfig, TrainConfig, check_dropout
 from scratchllm.data.instruct import (
     InstructRecord,
     PromptFormat,
@@ -144,6 +144,8 @@ def finetune_instruct(
     from scratchllm.data.instruct import collate as collate_examples
     from scratchllm.train.loop import next_token_loss
 
+    if dropout is not None:
+        check_dropout("dropout", dropout)  # before the data and the model are read
     out_dir = Path(out_dir)
     started = time.perf_counter()
     with finetune.session(train) as (env, say, precision):
