@@ -67,10 +67,13 @@ def run_ours(args: argparse.Namespace) -> dict:
         )  # fmt: skip
         summary = finetune_classify(
             GGUF, files["train"], out_dir=Path(tmp) / "run", val_data=files["val"], test_data=files["test"],
-            trains="lora" if args.mode == "lora" else "all", lora=LoRAConfig(rank=16, alpha=16, targets=["all"]),
-            epochs=args.epochs, train=train_cfg, template=args.template,
+            trains="lora" if args.mode == "lora" else "all",
+            lora=LoRAConfig(rank=16, alpha=args.lora_alpha, targets=["all"]), epochs=args.epochs, train=train_cfg,
+            template=args.template,
         )  # fmt: skip
+        metrics = json.loads((Path(tmp) / "run" / "metrics.json").read_text(encoding="utf-8"))
     return {
+        "mistakes": [m["text"] for m in metrics["splits"]["test"]["mistakes"]],
         "test_accuracy": summary["test_accuracy"],
         "val_accuracy": summary["val_accuracy"],
         "seconds_per_epoch": summary["train_seconds"] / args.epochs,  # training steps only, as for the peer
@@ -99,7 +102,7 @@ def run_peer(args: argparse.Namespace) -> dict:
         from peft import LoraConfig, get_peft_model
 
         model = get_peft_model(
-            model, LoraConfig(r=16, lora_alpha=16, lora_dropout=0.0, target_modules=LINEARS, task_type="SEQ_CLS")
+            model, LoraConfig(r=16, lora_alpha=args.lora_alpha, lora_dropout=0.0, target_modules=LINEARS, task_type="SEQ_CLS")
         )
     params = [p for p in model.parameters() if p.requires_grad]
     print(f"peer trainable parameters: {sum(p.numel() for p in params):,}", file=sys.stderr)
@@ -122,14 +125,18 @@ def run_peer(args: argparse.Namespace) -> dict:
         return x, mask, torch.tensor([index[r.label] for r in records])
 
     @torch.no_grad()
-    def accuracy(records):
+    def mistakes(records):
         model.eval()
-        right = 0
+        wrong = []
         for i in range(0, len(records), args.batch_size):
             x, mask, y = batch(records[i : i + args.batch_size])
-            right += int((model(input_ids=x, attention_mask=mask).logits.argmax(-1) == y).sum())
+            hit = (model(input_ids=x, attention_mask=mask).logits.argmax(-1) == y).tolist()
+            wrong += [r.text for r, ok in zip(records[i : i + args.batch_size], hit) if not ok]
         model.train()
-        return right / len(records)
+        return wrong
+
+    def accuracy(records):
+        return 1 - len(mistakes(records)) / len(records)
 
     steps_per_epoch = len(train) // args.batch_size
     schedule = WarmupCosineSchedule(
@@ -160,8 +167,10 @@ def run_peer(args: argparse.Namespace) -> dict:
         named = dict(model.named_parameters())
         for n, t in (best_state or {}).items():
             named[n].copy_(t)
+    missed = mistakes(test)
     return {
-        "test_accuracy": accuracy(test),
+        "mistakes": missed,
+        "test_accuracy": 1 - len(missed) / len(test),
         "val_accuracy": best,
         "seconds_per_epoch": train_seconds / args.epochs,
         "peak_rss_mib": peak_rss_mib(),
@@ -176,6 +185,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (full finetuning: try 5e-5)")
+    parser.add_argument("--lora-alpha", type=float, default=16.0, help="LoRA scale numerator (rank 16)")
     parser.add_argument("--min-lr-ratio", type=float, default=0.1)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--weight-decay", type=float, default=0.0)
@@ -205,6 +215,12 @@ def main() -> None:
             f"{side:8} {100 * r['test_accuracy']:>8.2f}% {100 * r['val_accuracy']:>8.2f}% "
             f"{r['seconds_per_epoch']:>9.1f} {r['peak_rss_mib']:>9.0f}"
         )
+    if len(results) == 2:  # does the gap come from the code or from the data? compare the texts each misses
+        ours, peer = (set(r["mistakes"]) for r in results.values())
+        for title, texts in (("missed by both", ours & peer), ("only ours", ours - peer), ("only peer", peer - ours)):
+            print(f"{title} ({len(texts)}):")
+            for text in sorted(texts):
+                print(f"  {text[:100]!r}")
     if not math.isfinite(sum(r["seconds_per_epoch"] for r in results.values())):
         sys.exit(1)
 
