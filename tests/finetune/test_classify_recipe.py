@@ -161,14 +161,6 @@ def test_dropout_is_announced_and_saved_with_the_classifier(ckpt, tmp_path, caps
     assert classify_texts(clf, tok, info, ["good day"]) == classify_texts(clf, tok, info, ["good day"])
 
 
-def test_a_dropout_outside_0_1_is_refused_before_anything_is_read(tmp_path, capsys) -> None:
-    out = tmp_path / "run"  # neither the model nor the data exists: the rate is checked first
-    assert main(_args(tmp_path / "no-model", tmp_path / "no-data.tsv", out, "--dropout", "1.5")) == 2
-    err = capsys.readouterr().err
-    assert "dropout must be in [0, 1), got 1.5" in err and "no-model" not in err and "no-data" not in err
-    assert not out.exists()
-
-
 def test_load_base_refuses_a_bad_rate_without_announcing_it(ckpt, capsys) -> None:
     from types import SimpleNamespace
 

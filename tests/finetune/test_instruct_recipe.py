@@ -54,14 +54,6 @@ def test_finetune_instruct_full(ckpt, tmp_path, capsys) -> None:
     assert main(["generate", "--model", str(out / "model"), "--prompt", "good", "--max-new-tokens", "2"]) == 0
 
 
-def test_a_dropout_outside_0_1_is_refused_before_anything_is_read(tmp_path, capsys) -> None:
-    out = tmp_path / "run"  # neither the model nor the data exists: the rate is checked first
-    assert main(_args(tmp_path / "no-model", tmp_path / "no-data.json", out, "--dropout", "-0.1")) == 2
-    err = capsys.readouterr().err
-    assert "dropout must be in [0, 1), got -0.1" in err and "no-model" not in err and "no-data" not in err
-    assert not out.exists()
-
-
 def _adapted(ckpt: Path):
     from scratchllm.model.lora import inject_lora
     from scratchllm.weights import load
