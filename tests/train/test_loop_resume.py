@@ -267,6 +267,26 @@ def test_checkpoint_refuses_nan_weights(tmp_path, tiny_config):
     assert latest_checkpoint(tmp_path) is None
 
 
+def test_a_checkpoint_that_cannot_be_written_is_removed_and_the_last_one_kept(tmp_path, tiny_config, monkeypatch):
+    import errno
+
+    from scratchllm.train import checkpoint
+
+    model = GPTModel(tiny_config())
+    save_checkpoint(tmp_path, 1, model=model, optimizer=None, trainer_state={})
+    write = checkpoint._write_tensors
+
+    def disk_fills_up(path, tensors):
+        write(path, tensors)  # the bytes land, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "_write_tensors", disk_fills_up)
+    with pytest.raises(ScratchLLMError, match=r"checkpoint step-2: writing it in .* failed .*No space left on dev"):
+        save_checkpoint(tmp_path, 2, model=model, optimizer=None, trainer_state={})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-1"]  # no half-written folder holds the space
+    assert latest_checkpoint(tmp_path).name == "step-1"
+
+
 def test_checkpoint_layout_and_keep_last_plus_best(tmp_path, tiny_config):
     from scratchllm import weights
 

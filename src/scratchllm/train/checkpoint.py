@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -283,16 +284,26 @@ def save_checkpoint(
     _clean_leftovers(root)
     tmp = root / f".tmp-step-{step}-{os.getpid()}"
     tmp.mkdir()
-    _write_tensors(tmp / "model.safetensors", model_state)
-    if model_config is not None:
-        _write_json(tmp / "config.json", model_config)
-    if optim_state is not None:
-        tensors, meta = _split_optimizer_state(optim_state)
-        _write_tensors(tmp / "optimizer.safetensors", tensors)
-        _write_json(tmp / "optimizer.json", meta)
-    _write_json(tmp / "trainer.json", {**trainer_state, "step": step})
-    _write_json(tmp / "rng.json", rng_states)
-    fsync_path(tmp)
+    try:
+        _write_tensors(tmp / "model.safetensors", model_state)
+        if model_config is not None:
+            _write_json(tmp / "config.json", model_config)
+        if optim_state is not None:
+            tensors, meta = _split_optimizer_state(optim_state)
+            _write_tensors(tmp / "optimizer.safetensors", tensors)
+            _write_json(tmp / "optimizer.json", meta)
+        _write_json(tmp / "trainer.json", {**trainer_state, "step": step})
+        _write_json(tmp / "rng.json", rng_states)
+        fsync_path(tmp)
+    except (OSError, SafetensorError) as err:  # a full disk, most often: free what we wrote, keep what was there
+        written = sum(f.stat().st_size for f in tmp.iterdir())
+        shutil.rmtree(tmp, ignore_errors=True)
+        if _distributed():
+            torch.distributed.barrier()
+        raise ScratchLLMError(
+            f"checkpoint step-{step}: writing it in {root} failed after {written / 2**20:,.0f} MiB ({err}); "
+            f"it was removed, and the complete checkpoints there are untouched (free some space, then run again with --resume)"
+        ) from err
     final = _publish(tmp, root, step)
     if keep_last is not None:
         prune_checkpoints(root, keep_last)
