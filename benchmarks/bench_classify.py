@@ -101,9 +101,10 @@ def run_peer(args: argparse.Namespace) -> dict:
     if args.mode == "lora":
         from peft import LoraConfig, get_peft_model
 
-        model = get_peft_model(
-            model, LoraConfig(r=16, lora_alpha=args.lora_alpha, lora_dropout=0.0, target_modules=LINEARS, task_type="SEQ_CLS")
+        lora = LoraConfig(
+            r=16, lora_alpha=args.lora_alpha, lora_dropout=0.0, target_modules=LINEARS, task_type="SEQ_CLS"
         )
+        model = get_peft_model(model, lora)
     params = [p for p in model.parameters() if p.requires_grad]
     print(f"peer trainable parameters: {sum(p.numel() for p in params):,}", file=sys.stderr)
     decay = [p for p in params if p.ndim >= 2]

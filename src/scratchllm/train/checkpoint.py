@@ -302,7 +302,8 @@ def save_checkpoint(
             torch.distributed.barrier()
         raise ScratchLLMError(
             f"checkpoint step-{step}: writing it in {root} failed after {written / 2**20:,.0f} MiB ({err}); "
-            f"it was removed, and the complete checkpoints there are untouched (free some space, then run again with --resume)"
+            "it was removed, and the complete checkpoints there are untouched "
+            "(free some space, then run again with --resume)"
         ) from err
     final = _publish(tmp, root, step)
     if keep_last is not None:
